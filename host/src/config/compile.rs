@@ -1,0 +1,229 @@
+//! Validation: raw TOML structs → a `Config` every later layer can trust.
+//! Every problem is collected with its location, so one run shows them all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::diag::Diagnostics;
+use super::raw::{RawConfig, RawModel, RawRoute};
+use super::{Config, InputSpec, ModelDef, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef};
+use crate::nn::{ElemType, LoadSpec, Target};
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+/// Paths the host answers itself; routes may not take them.
+const RESERVED: [&str; 2] = ["/healthz", "/readyz"];
+
+pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
+    let server = server(&raw, d);
+    let models: Vec<ModelDef> = raw.models.iter().filter_map(|(n, m)| model(n, m, base, d)).collect();
+    let plugins: Vec<PluginDef> = raw
+        .plugins
+        .iter()
+        .filter_map(|(n, p)| {
+            let ok = valid_name(n, "plugin", d);
+            let file = existing(base, &p.file, "plugin", "run `make plugins` to build the plugins", d);
+            Some(PluginDef { name: n.get_ref().clone(), file: file? }).filter(|_| ok)
+        })
+        .collect();
+    let mut routes = Vec::new();
+    for r in &raw.routes {
+        if let Some(route) = route(r, &raw, &server, d) {
+            if routes.iter().any(|o: &RouteDef| o.path == route.path && o.method == route.method) {
+                d.error(r.path.span(), format!("route {} {} is defined twice", route.method, route.path), None);
+            }
+            routes.push(route);
+        }
+    }
+    d.list.is_empty().then_some(Config { server, models, plugins, routes })
+}
+
+fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
+    let s = &raw.server;
+    let mut out = ServerSettings::default();
+    if let Some(l) = &s.listen {
+        match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) => out.listen = a,
+            Err(e) => d.error(l.span(), format!("listen = \"{}\": {e}", l.get_ref()), Some("an IP and port, e.g. \"127.0.0.1:8080\"".into())),
+        }
+    }
+    if let Some(v) = &s.deadline_ms {
+        out.deadline = positive_ms(v, "deadline_ms", d).unwrap_or(out.deadline);
+    }
+    if let Some(v) = &s.max_body_bytes {
+        out.max_body_bytes = positive(v, "max_body_bytes", d).unwrap_or(out.max_body_bytes);
+    }
+    if let Some(v) = &s.plugin_memory_mib {
+        match *v.get_ref() {
+            1..=4096 => out.plugin_memory_bytes = (*v.get_ref() as usize) << 20,
+            n => d.error(v.span(), format!("plugin_memory_mib = {n} is out of range"), Some("between 1 and 4096".into())),
+        }
+    }
+    if let Some(v) = &s.max_plugin_instances {
+        match *v.get_ref() {
+            1..=10_000 => out.max_plugin_instances = *v.get_ref(),
+            n => d.error(v.span(), format!("max_plugin_instances = {n} is out of range"), Some("between 1 and 10000".into())),
+        }
+    }
+    out
+}
+
+fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelDef> {
+    let ok = valid_name(name, "model", d);
+    let file = existing(base, &m.file, &format!("model '{}'", name.get_ref()), "run `make setup` to fetch the models", d);
+    let labels = m.labels.as_ref().and_then(|l| existing(base, l, &format!("labels of model '{}'", name.get_ref()), "run `make setup` to fetch the models", d));
+    let target = match m.target.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
+        None | Some(("auto", _)) => Target::Auto,
+        Some(("cpu", _)) => Target::Cpu,
+        Some(("gpu", _)) => Target::Gpu,
+        Some((other, span)) => {
+            d.error(span, format!("target = \"{other}\" is not a target"), Some("one of \"auto\", \"cpu\", \"gpu\"".into()));
+            Target::Auto
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = |v: &Option<Spanned<u32>>, what: &str, d: &mut Diagnostics<'_>| match v {
+        None => Some(cores),
+        Some(v) if (1..=256).contains(v.get_ref()) => Some(*v.get_ref() as usize),
+        Some(v) => {
+            d.error(v.span(), format!("{what} = {} is out of range", v.get_ref()), Some("between 1 and 256".into()));
+            None
+        }
+    };
+    let instances = count(&m.instances, "instances", d);
+    let threads = count(&m.threads, "threads", d);
+    let input = m.input.as_ref().and_then(|i| input(i, d));
+    Some(ModelDef {
+        name: name.get_ref().clone(),
+        file: file?,
+        labels,
+        input,
+        load: LoadSpec { target, instances: instances?, threads: threads? },
+    })
+    .filter(|_| ok)
+}
+
+fn input(i: &Spanned<super::raw::RawInput>, d: &mut Diagnostics<'_>) -> Option<InputSpec> {
+    let r = i.get_ref();
+    let nchw = match r.layout.as_str() {
+        "nhwc" => false,
+        "nchw" => true,
+        other => {
+            d.error(i.span(), format!("input layout \"{other}\" is not a layout"), Some("\"nhwc\" or \"nchw\"".into()));
+            return None;
+        }
+    };
+    let ty = match r.ty.as_str() {
+        "fp32" => ElemType::F32,
+        "u8" => ElemType::U8,
+        other => {
+            d.error(i.span(), format!("input type \"{other}\" is not supported"), Some("\"fp32\" or \"u8\"".into()));
+            return None;
+        }
+    };
+    Some(InputSpec { nchw, width: r.width, height: r.height, ty })
+}
+
+fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, d: &mut Diagnostics<'_>) -> Option<RouteDef> {
+    let path = r.path.get_ref();
+    let mut ok = true;
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.contains("//") {
+        d.error(r.path.span(), format!("route path \"{path}\" is not a plain absolute path"), Some("like \"/v1/detect\": starts with '/', no query".into()));
+        ok = false;
+    } else if RESERVED.contains(&path.as_str()) {
+        d.error(r.path.span(), format!("route path \"{path}\" is answered by the host itself"), Some("pick another path".into()));
+        ok = false;
+    }
+    let method = r.method.get_ref().to_ascii_uppercase();
+    if !METHODS.contains(&method.as_str()) {
+        d.error(r.method.span(), format!("method \"{}\" is not supported", r.method.get_ref()), Some(format!("one of {}", METHODS.join(", "))));
+        ok = false;
+    }
+    let route_name = format!("route {method} {path}");
+    if r.stages.get_ref().is_empty() {
+        d.error(r.stages.span(), format!("{route_name} has no stages"), Some("add at least one { plugin = \"...\" }".into()));
+        ok = false;
+    }
+    let mut stages = Vec::new();
+    for (i, s) in r.stages.get_ref().iter().enumerate() {
+        let plugin = s.plugin.get_ref();
+        if !raw.plugins.keys().any(|k| k.get_ref() == plugin) {
+            let known = raw.plugins.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+            d.error(s.plugin.span(), format!("{route_name}: stage {} uses plugin '{plugin}', which is not in [plugins]", i + 1), Some(format!("defined plugins: {known}")));
+            ok = false;
+        }
+        if let Some(toml::Value::String(m)) = s.settings.get_ref().get("model") {
+            if !raw.models.keys().any(|k| k.get_ref() == m) {
+                let known = raw.models.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+                d.error(s.settings.span(), format!("{route_name}: stage {} names model '{m}', which is not in [models]", i + 1), Some(format!("defined models: {known}")));
+                ok = false;
+            }
+        }
+        let settings = serde_json::to_value(s.settings.get_ref()).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
+        stages.push(StageDef { plugin: plugin.clone(), settings });
+    }
+    let params = params(r, &stages, &route_name, d);
+    let deadline = r.deadline_ms.as_ref().map_or(Some(server.deadline), |v| positive_ms(v, "deadline_ms", d));
+    let max_body = r.max_body_bytes.as_ref().map_or(Some(server.max_body_bytes), |v| positive(v, "max_body_bytes", d));
+    Some(RouteDef { method, path: path.clone(), deadline: deadline?, max_body_bytes: max_body?, stages, params: params? })
+        .filter(|_| ok)
+}
+
+fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnostics<'_>) -> Option<Vec<ParamDef>> {
+    let before = d.list.len();
+    let mut out = Vec::new();
+    for (name, p) in &r.params {
+        let (name, span, p) = (name.get_ref(), p.span(), p.get_ref());
+        let at: Vec<usize> = stages.iter().enumerate().filter(|(_, s)| s.plugin == p.stage).map(|(i, _)| i).collect();
+        let [stage] = at[..] else {
+            let why = if at.is_empty() { "is not a stage of this route" } else { "appears more than once in this route" };
+            d.error(span, format!("{route_name}: param '{name}' targets plugin '{}', which {why}", p.stage), None);
+            continue;
+        };
+        if !(p.min <= p.max) {
+            d.error(span, format!("{route_name}: param '{name}' has min {} above max {}", p.min, p.max), None);
+            continue;
+        }
+        match stages[stage].settings.get(name).and_then(|v| v.as_f64()) {
+            Some(v) if (p.min..=p.max).contains(&v) => out.push(ParamDef { name: name.clone(), stage, min: p.min, max: p.max }),
+            Some(v) => d.error(span, format!("{route_name}: the setting {name} = {v} of stage '{}' is outside its own bounds {}..{}", p.stage, p.min, p.max), None),
+            None => d.error(span, format!("{route_name}: param '{name}' needs a numeric setting '{name}' in stage '{}' to override", p.stage), Some(format!("add {name} = <default> to that stage's settings"))),
+        }
+    }
+    (d.list.len() == before).then_some(out)
+}
+
+fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_>) -> bool {
+    let s = n.get_ref();
+    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !ok {
+        d.error(n.span(), format!("{what} name \"{s}\" is not valid"), Some("use letters, digits, '-', '_' and '.' (at most 64)".into()));
+    }
+    ok
+}
+
+/// Resolves a path relative to the config file and checks that it exists.
+fn existing(base: &Path, p: &Spanned<String>, what: &str, fix: &str, d: &mut Diagnostics<'_>) -> Option<PathBuf> {
+    let path = base.join(p.get_ref());
+    if path.is_file() {
+        Some(path)
+    } else {
+        d.error(p.span(), format!("{what}: file {} not found", path.display()), Some(fix.into()));
+        None
+    }
+}
+
+fn positive(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<usize> {
+    if *v.get_ref() == 0 {
+        d.error(v.span(), format!("{what} must be above 0"), None);
+        return None;
+    }
+    Some(*v.get_ref() as usize)
+}
+
+fn positive_ms(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<Duration> {
+    positive(v, what, d).map(|ms| Duration::from_millis(ms as u64))
+}
+

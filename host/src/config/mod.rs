@@ -1,0 +1,120 @@
+//! Configuration in two phases: `raw` (serde structs as written, unknown keys
+//! refused) then `compile` (validation into the types below). Errors carry
+//! file, line, column and a hint (`diag`), all of them at once.
+
+mod compile;
+pub mod diag;
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diag::{ConfigError, Diagnostic};
+
+use crate::nn::{ElemType, LoadSpec};
+
+/// A validated configuration. Paths are resolved against the config file's folder.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub models: Vec<ModelDef>,
+    pub plugins: Vec<PluginDef>,
+    pub routes: Vec<RouteDef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub deadline: Duration,
+    pub max_body_bytes: usize,
+    pub plugin_memory_bytes: usize,
+    pub max_plugin_instances: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            deadline: Duration::from_secs(10),
+            max_body_bytes: 20 << 20,
+            plugin_memory_bytes: 256 << 20,
+            max_plugin_instances: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelDef {
+    pub name: String,
+    pub file: PathBuf,
+    pub labels: Option<PathBuf>,
+    /// The input the model declares in the config, checked against the file at load.
+    pub input: Option<InputSpec>,
+    pub load: LoadSpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub nchw: bool,
+    pub width: u32,
+    pub height: u32,
+    pub ty: ElemType,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginDef {
+    pub name: String,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteDef {
+    pub method: String,
+    pub path: String,
+    pub deadline: Duration,
+    pub max_body_bytes: usize,
+    pub stages: Vec<StageDef>,
+    pub params: Vec<ParamDef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StageDef {
+    pub plugin: String,
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A query parameter that overrides one numeric setting of one stage, within bounds.
+#[derive(Debug, Clone)]
+pub struct ParamDef {
+    pub name: String,
+    /// Index of the stage in the route.
+    pub stage: usize,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names it in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut d = diag::Diagnostics::new(text);
+    let invalid = |mut d: diag::Diagnostics<'_>| {
+        d.list.sort_by_key(|x| (x.line, x.column));
+        ConfigError::Invalid { path: path.to_path_buf(), diagnostics: d.list }
+    };
+    let raw: raw::RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let hint = e.message().contains("unknown field").then(|| "check the spelling; README.md lists every key".to_string());
+            d.error(e.span().unwrap_or(0..0), e.message().trim(), hint);
+            return Err(invalid(d));
+        }
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    compile::compile(raw, base, &mut d).ok_or_else(|| invalid(d))
+}

@@ -1,0 +1,101 @@
+//! The config file as written: serde structs that mirror the TOML, with spans
+//! kept where validation needs to point at a value. No checks beyond types
+//! here; `compile` validates.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub models: BTreeMap<Spanned<String>, RawModel>,
+    #[serde(default)]
+    pub plugins: BTreeMap<Spanned<String>, RawPlugin>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<String>>,
+    /// Default deadline of a route, in milliseconds.
+    pub deadline_ms: Option<Spanned<u64>>,
+    /// Default largest request body, in bytes.
+    pub max_body_bytes: Option<Spanned<u64>>,
+    /// Linear memory one plugin instance may use, in MiB.
+    pub plugin_memory_mib: Option<Spanned<u64>>,
+    /// Plugin instances alive at once (all requests together).
+    pub max_plugin_instances: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub file: Spanned<String>,
+    pub labels: Option<Spanned<String>>,
+    pub input: Option<Spanned<RawInput>>,
+    pub target: Option<Spanned<String>>,
+    pub instances: Option<Spanned<u32>>,
+    pub threads: Option<Spanned<u32>>,
+}
+
+/// What the model takes, checked against the file when it loads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    pub layout: String,
+    pub width: u32,
+    pub height: u32,
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    pub file: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: Spanned<String>,
+    #[serde(default = "post")]
+    pub method: Spanned<String>,
+    pub deadline_ms: Option<Spanned<u64>>,
+    pub max_body_bytes: Option<Spanned<u64>>,
+    pub stages: Spanned<Vec<RawStage>>,
+    #[serde(default)]
+    pub params: BTreeMap<Spanned<String>, Spanned<RawParam>>,
+}
+
+fn post() -> Spanned<String> {
+    Spanned::new(0..0, "POST".to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    pub plugin: Spanned<String>,
+    #[serde(default = "no_settings")]
+    pub settings: Spanned<toml::Table>,
+}
+
+fn no_settings() -> Spanned<toml::Table> {
+    Spanned::new(0..0, toml::Table::new())
+}
+
+/// A query parameter that overrides the setting of the same name of one stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParam {
+    pub stage: String,
+    pub min: f64,
+    pub max: f64,
+}

@@ -1,0 +1,24 @@
+//! Osprey: serve vision models over HTTP(S) through sandboxed WASM plugin chains.
+//!
+//! A request walks one corridor, downward only:
+//! `server` (listener, router, body, respond) → `snapshot` (what is loaded now)
+//! → `chain` (a route's stages, deadline) → `plugin` (sandboxed WASM stages)
+//! → `nn` (wasi-nn over ONNX Runtime).
+//!
+//! - `cli`: the command line (`osprey serve`).
+//! - `config`: TOML config, parsed raw then validated, errors with line and column.
+//! - `snapshot`: the immutable set of compiled plugins, loaded models and routes.
+//! - `server`: hyper connections, routing, request bodies, the one error-to-HTTP map.
+//! - `chain`: builds a route's chain of stages and runs it on a blocking thread.
+//! - `plugin`: wasmtime engine, per-request sandbox, host interfaces of the WIT world.
+//! - `imaging`: native decode and letterbox behind the `imaging` interface.
+//! - `nn`: ONNX Runtime sessions and the wasi-nn host interface.
+
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod imaging;
+pub mod nn;
+pub mod plugin;
+pub mod server;
+pub mod snapshot;

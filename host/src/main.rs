@@ -1,0 +1,44 @@
+//! `osprey`: parse the command line, load the config, bind, serve.
+
+use anyhow::Context;
+use clap::Parser;
+use osprey::cli::{Cli, Command};
+use osprey::{config, server, snapshot::Snapshot};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    match Cli::parse().command {
+        Command::Check { config } => {
+            config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Serve { config, listen } => serve(&config, listen),
+    }
+}
+
+fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let config = config::load(path)?;
+    // Compiling plugins and loading models blocks: done before the runtime serves anything.
+    let snapshot = Snapshot::build(&config)?;
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async {
+        let addr = listen.unwrap_or(config.server.listen);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+        // Tests and scripts read this line to learn the port when it was 0.
+        tracing::info!("listening on http://{}", listener.local_addr()?);
+        server::run(listener, server::Shared::new(snapshot), shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

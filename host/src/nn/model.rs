@@ -1,0 +1,254 @@
+//! A loaded model: a small pool of ONNX Runtime sessions over one file.
+//!
+//! `Session::run` needs `&mut self`, so one session serves one request at a
+//! time; a pool of them lets concurrent requests on the same model run side by
+//! side instead of queueing behind one lock. Callers are blocking-pool threads
+//! (never tokio workers), so waiting for a free session simply blocks.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use super::tensor::{ElemType, Tensor, TensorData};
+use super::NnError;
+
+/// Where a model asked to run, from the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// GPU when the runtime has CUDA and a GPU answers, else CPU.
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// The execution provider a model actually got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Provider::Cpu => "CPUExecutionProvider",
+            Provider::Cuda => "CUDAExecutionProvider",
+        })
+    }
+}
+
+/// How to load a model: from the validated config.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub target: Target,
+    /// Sessions in the pool: requests that can run on this model at once.
+    pub instances: usize,
+    /// Threads each session may use inside one run.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Port {
+    pub name: String,
+    pub ty: Option<ElemType>,
+    /// Dimensions as the file declares them; -1 where dynamic.
+    pub shape: Vec<i64>,
+}
+
+pub struct Model {
+    name: String,
+    provider: Provider,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    labels: Arc<Vec<String>>,
+    pool: Mutex<Vec<Session>>,
+    returned: Condvar,
+}
+
+impl Model {
+    /// Loads `instances` sessions of the file. Blocking: call it off the async runtime.
+    pub fn load(name: &str, file: &Path, labels: Vec<String>, spec: &LoadSpec) -> Result<Self, NnError> {
+        let env = super::runtime::environment()?;
+        let (first, provider) = open_session(env, name, file, spec)?;
+        let inputs = first.inputs().iter().map(port).collect();
+        let outputs = first.outputs().iter().map(port).collect();
+        let mut pool = vec![first];
+        for _ in 1..spec.instances.max(1) {
+            pool.push(open_session(env, name, file, spec)?.0);
+        }
+        Ok(Model {
+            name: name.to_string(),
+            provider,
+            inputs,
+            outputs,
+            labels: Arc::new(labels),
+            pool: Mutex::new(pool),
+            returned: Condvar::new(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    pub fn inputs(&self) -> &[Port] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[Port] {
+        &self.outputs
+    }
+
+    pub fn label(&self, class_id: u32) -> Option<&str> {
+        self.labels.get(class_id as usize).map(String::as_str).filter(|l| !l.is_empty())
+    }
+
+    /// Runs the model on named inputs; returns every output, in the model's order.
+    ///
+    /// Input names are matched to the model's inputs; when the model has one
+    /// input and one tensor is given, its name does not matter.
+    pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {
+        let ordered = self.order_inputs(inputs)?;
+        let values = ordered
+            .iter()
+            .map(|(name, t)| Ok((name.as_str(), tensor_ref(t)?)))
+            .collect::<Result<Vec<_>, NnError>>()?;
+        let mut session = self.checkout();
+        let result = session
+            .run(values)
+            .map_err(|e| NnError::Runtime(format!("model '{}': {e}", self.name)))
+            .and_then(|outs| {
+                outs.iter()
+                    .map(|(name, v)| Ok((name.to_string(), from_value(&self.name, name, &v)?)))
+                    .collect::<Result<Vec<_>, NnError>>()
+            });
+        self.checkin(session);
+        result
+    }
+
+    fn order_inputs(&self, mut given: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {
+        if self.inputs.len() == 1 && given.len() == 1 {
+            let (_, t) = given.pop().expect("one input");
+            return Ok(vec![(self.inputs[0].name.clone(), t)]);
+        }
+        let mut ordered = Vec::with_capacity(self.inputs.len());
+        for port in &self.inputs {
+            let at = given.iter().position(|(n, _)| n == &port.name).ok_or_else(|| {
+                NnError::InvalidTensor(format!("model '{}' needs an input named '{}'", self.name, port.name))
+            })?;
+            ordered.push(given.swap_remove(at));
+        }
+        if let Some((extra, _)) = given.first() {
+            return Err(NnError::InvalidTensor(format!("model '{}' has no input named '{extra}'", self.name)));
+        }
+        Ok(ordered)
+    }
+
+    fn checkout(&self) -> Session {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(s) = pool.pop() {
+                return s;
+            }
+            pool = self.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn checkin(&self, session: Session) {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(session);
+        self.returned.notify_one();
+    }
+}
+
+fn open_session(
+    env: &ort::environment::Environment,
+    name: &str,
+    file: &Path,
+    spec: &LoadSpec,
+) -> Result<(Session, Provider), NnError> {
+    let fail = |e: String| NnError::Load { model: name.to_string(), file: file.to_path_buf(), why: e };
+    if !file.is_file() {
+        return Err(fail("no such file (run `make setup` to fetch the models)".into()));
+    }
+    let builder = || -> Result<ort::session::builder::SessionBuilder, String> {
+        Session::builder(env)
+            .and_then(|b| b.with_intra_threads(spec.threads.max(1)).map_err(Into::into))
+            .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
+            .map_err(|e| e.to_string())
+    };
+    if spec.target != Target::Cpu {
+        let cuda = ort::ep::CUDA::default().build().error_on_failure();
+        let attempt = builder().and_then(|b| b.with_execution_providers([cuda]).map_err(|e| e.to_string()));
+        match attempt.and_then(|mut b| b.commit_from_file(file).map_err(|e| e.to_string())) {
+            Ok(s) => return Ok((s, Provider::Cuda)),
+            Err(why) if spec.target == Target::Gpu => return Err(fail(format!("target = \"gpu\" but CUDA is not usable: {why}"))),
+            Err(why) => tracing::debug!(model = name, "CUDA not usable, using CPU: {why}"),
+        }
+    }
+    let session = builder()
+        .and_then(|mut b| b.commit_from_file(file).map_err(|e| e.to_string()))
+        .map_err(fail)?;
+    Ok((session, Provider::Cpu))
+}
+
+fn port(o: &ort::value::Outlet) -> Port {
+    match o.dtype() {
+        ValueType::Tensor { ty, shape, .. } => Port { name: o.name().to_string(), ty: elem_type(*ty), shape: shape.to_vec() },
+        _ => Port { name: o.name().to_string(), ty: None, shape: Vec::new() },
+    }
+}
+
+fn elem_type(t: TensorElementType) -> Option<ElemType> {
+    Some(match t {
+        TensorElementType::Float32 => ElemType::F32,
+        TensorElementType::Float64 => ElemType::F64,
+        TensorElementType::Uint8 => ElemType::U8,
+        TensorElementType::Int32 => ElemType::I32,
+        TensorElementType::Int64 => ElemType::I64,
+        _ => return None,
+    })
+}
+
+fn tensor_ref(t: &Tensor) -> Result<ort::session::SessionInputValue<'_>, NnError> {
+    let shape = t.shape_i64();
+    let bad = |e: ort::Error| NnError::InvalidTensor(e.to_string());
+    Ok(match &t.data {
+        TensorData::F32(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(bad)?.into(),
+        TensorData::F64(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(bad)?.into(),
+        TensorData::U8(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(bad)?.into(),
+        TensorData::I32(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(bad)?.into(),
+        TensorData::I64(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(bad)?.into(),
+    })
+}
+
+fn from_value(model: &str, name: &str, v: &ort::value::DynValueRef<'_>) -> Result<Tensor, NnError> {
+    let odd = |what: String| NnError::Runtime(format!("model '{model}' output '{name}': {what}"));
+    let ty = match v.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(odd(format!("not a tensor ({other:?})"))),
+    };
+    fn take<T: ort::value::PrimitiveTensorElementType + Clone>(
+        v: &ort::value::DynValueRef<'_>,
+    ) -> Result<(Vec<u32>, Vec<T>), ort::Error> {
+        let (shape, data) = v.try_extract_tensor::<T>()?;
+        Ok((shape.iter().map(|&d| d as u32).collect(), data.to_vec()))
+    }
+    let err = |e: ort::Error| odd(e.to_string());
+    let (dims, data) = match ty {
+        TensorElementType::Float32 => take::<f32>(v).map(|(d, x)| (d, TensorData::F32(x))).map_err(err)?,
+        TensorElementType::Float64 => take::<f64>(v).map(|(d, x)| (d, TensorData::F64(x))).map_err(err)?,
+        TensorElementType::Uint8 => take::<u8>(v).map(|(d, x)| (d, TensorData::U8(x))).map_err(err)?,
+        TensorElementType::Int32 => take::<i32>(v).map(|(d, x)| (d, TensorData::I32(x))).map_err(err)?,
+        TensorElementType::Int64 => take::<i64>(v).map(|(d, x)| (d, TensorData::I64(x))).map_err(err)?,
+        other => return Err(odd(format!("element type {other:?} is not supported by wasi-nn"))),
+    };
+    Tensor::new(dims, data)
+}
+

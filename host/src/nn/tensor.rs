@@ -1,0 +1,157 @@
+//! Tensors as the host keeps them: typed buffers behind wasi-nn `tensor`
+//! handles, so a tensor made by one stage reaches the model (and the model's
+//! output the next stage) without passing through guest memory.
+
+use super::NnError;
+
+/// Element buffer of a tensor. Typed (not raw bytes) so ONNX Runtime can read
+/// it in place, with the alignment its element type needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    U8(Vec<u8>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+}
+
+/// Element types, as wasi-nn names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElemType {
+    F32,
+    F64,
+    U8,
+    I32,
+    I64,
+}
+
+impl ElemType {
+    fn width(self) -> usize {
+        match self {
+            ElemType::U8 => 1,
+            ElemType::F32 | ElemType::I32 => 4,
+            ElemType::F64 | ElemType::I64 => 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub dims: Vec<u32>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    /// A tensor from little-endian bytes, as a guest hands them over.
+    pub fn from_bytes(dims: Vec<u32>, ty: ElemType, bytes: &[u8]) -> Result<Self, NnError> {
+        let count = element_count(&dims)?;
+        if bytes.len() != count * ty.width() {
+            return Err(NnError::InvalidTensor(format!(
+                "dimensions {dims:?} of {ty:?} need {} bytes, got {}",
+                count * ty.width(),
+                bytes.len()
+            )));
+        }
+        fn le<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+            b.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
+        }
+        let data = match ty {
+            ElemType::U8 => TensorData::U8(bytes.to_vec()),
+            ElemType::F32 => TensorData::F32(le(bytes, f32::from_le_bytes)),
+            ElemType::F64 => TensorData::F64(le(bytes, f64::from_le_bytes)),
+            ElemType::I32 => TensorData::I32(le(bytes, i32::from_le_bytes)),
+            ElemType::I64 => TensorData::I64(le(bytes, i64::from_le_bytes)),
+        };
+        Ok(Tensor { dims, data })
+    }
+
+    /// Checks that the buffer holds exactly as many elements as the dimensions say.
+    pub fn new(dims: Vec<u32>, data: TensorData) -> Result<Self, NnError> {
+        let count = element_count(&dims)?;
+        if data.len() != count {
+            return Err(NnError::InvalidTensor(format!(
+                "dimensions {dims:?} need {count} elements, got {}",
+                data.len()
+            )));
+        }
+        Ok(Tensor { dims, data })
+    }
+
+    pub fn ty(&self) -> ElemType {
+        match &self.data {
+            TensorData::F32(_) => ElemType::F32,
+            TensorData::F64(_) => ElemType::F64,
+            TensorData::U8(_) => ElemType::U8,
+            TensorData::I32(_) => ElemType::I32,
+            TensorData::I64(_) => ElemType::I64,
+        }
+    }
+
+    /// Little-endian bytes, as wasi-nn's `tensor.data` returns them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        fn le<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
+            let mut out = Vec::with_capacity(v.len() * N);
+            for x in v {
+                out.extend_from_slice(&f(*x));
+            }
+            out
+        }
+        match &self.data {
+            TensorData::U8(v) => v.clone(),
+            TensorData::F32(v) => le(v, f32::to_le_bytes),
+            TensorData::F64(v) => le(v, f64::to_le_bytes),
+            TensorData::I32(v) => le(v, i32::to_le_bytes),
+            TensorData::I64(v) => le(v, i64::to_le_bytes),
+        }
+    }
+
+    pub fn shape_i64(&self) -> Vec<i64> {
+        self.dims.iter().map(|&d| i64::from(d)).collect()
+    }
+}
+
+impl TensorData {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::F64(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn element_count(dims: &[u32]) -> Result<usize, NnError> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        .filter(|&n| n <= 1 << 30)
+        .ok_or_else(|| NnError::InvalidTensor(format!("dimensions {dims:?} are too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_f32() {
+        let t = Tensor::new(vec![1, 2], TensorData::F32(vec![1.5, -2.0])).unwrap();
+        let b = t.to_bytes();
+        assert_eq!(Tensor::from_bytes(vec![1, 2], ElemType::F32, &b).unwrap(), t);
+    }
+
+    #[test]
+    fn wrong_byte_count_is_refused() {
+        let err = Tensor::from_bytes(vec![2, 2], ElemType::F32, &[0; 12]).unwrap_err();
+        assert!(err.to_string().contains("need 16 bytes, got 12"), "{err}");
+    }
+
+    #[test]
+    fn overflowing_dimensions_are_refused() {
+        assert!(Tensor::from_bytes(vec![u32::MAX, u32::MAX, 4], ElemType::U8, &[]).is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The wasmtime engine shared by every plugin, and compiling a plugin once
+//! into a pre-instantiated `Plugin`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{self, PluginPre};
+use super::sandbox::StoreData;
+use super::PluginError;
+use crate::nn::wasi::{HasNn, NnView};
+
+/// How often the epoch advances: the granularity of plugin deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Limits every sandbox runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxLimits {
+    /// Linear memory one plugin instance may grow to.
+    pub memory_bytes: usize,
+    /// Plugin instances that may exist at once (sizes the pooling allocator).
+    pub max_instances: u32,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits { memory_bytes: 256 << 20, max_instances: 256 }
+    }
+}
+
+/// A compiled plugin, ready to instantiate per request.
+pub struct Plugin {
+    pub name: String,
+    pub sha256: String,
+    pub(crate) pre: PluginPre<StoreData>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) engine: wasmtime::Engine,
+    linker: Arc<Linker<StoreData>>,
+    pub(crate) limits: SandboxLimits,
+}
+
+impl Engine {
+    /// Builds the engine and starts its epoch ticker (a thread that ends with the engine).
+    pub fn new(limits: SandboxLimits) -> Result<Self, PluginError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 4)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * 4)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&config).map_err(|e| PluginError::Sandbox(e.to_string()))?;
+        let linker = linker(&engine).map_err(|e| PluginError::Sandbox(e.to_string()))?;
+        spawn_ticker(engine.weak());
+        Ok(Engine { engine, linker: Arc::new(linker), limits })
+    }
+
+    /// Compiles and pre-instantiates a plugin. Blocking (tens of ms): call it off the async runtime.
+    pub fn compile(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
+        let fail = |why: String| PluginError::Load { plugin: name.into(), path: path.display().to_string(), why };
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("{e} (run `make plugins` to build the plugins)")))?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let component = Component::new(&self.engine, &bytes).map_err(|e| fail(format!("not a valid component: {e}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail(format!("does not fit the osprey:plugin world: {e:#}")))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| fail(format!("does not export osprey:plugin/stage: {e:#}")))?;
+        Ok(Plugin { name: name.to_string(), sha256, pre })
+    }
+}
+
+fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreData>> {
+    use bindings::osprey::plugin::{host, imaging, types};
+    use bindings::wasi::nn::{errors, graph, inference, tensor};
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    fn nn(s: &mut StoreData) -> NnView<'_> {
+        s.nn_view()
+    }
+    tensor::add_to_linker::<_, HasNn>(&mut linker, nn)?;
+    errors::add_to_linker::<_, HasNn>(&mut linker, nn)?;
+    inference::add_to_linker::<_, HasNn>(&mut linker, nn)?;
+    graph::add_to_linker::<_, HasNn>(&mut linker, nn)?;
+    fn hv(s: &mut StoreData) -> super::imports::HostView<'_> {
+        s.host_view()
+    }
+    types::add_to_linker::<_, super::imports::HasHost>(&mut linker, hv)?;
+    imaging::add_to_linker::<_, super::imports::HasHost>(&mut linker, hv)?;
+    host::add_to_linker::<_, super::imports::HasHost>(&mut linker, hv)?;
+    Ok(linker)
+}
+
+/// Advances the engine's epoch every tick so deadlines can interrupt guests;
+/// stops once the engine is gone.
+fn spawn_ticker(engine: wasmtime::EngineWeak) {
+    std::thread::Builder::new()
+        .name("osprey-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match engine.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => return,
+            }
+        })
+        .expect("spawn epoch thread");
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,62 @@
+//! Plugins: WASM components of the `osprey:plugin` world, each a stage of a chain.
+//!
+//! - `bindings`: the world's host-side bindings.
+//! - `engine`: the wasmtime engine (pooling allocator, epoch ticker) and compiling plugins.
+//! - `sandbox`: a fresh store per request: limits, deadline, host interfaces.
+//! - `imports`: the `types`, `imaging` and `host` interfaces plugins import.
+
+pub mod bindings;
+pub mod engine;
+mod imports;
+pub mod sandbox;
+
+pub use engine::{Engine, Plugin, SandboxLimits};
+pub use sandbox::{Outcome, Sandbox};
+
+use crate::imaging::ImagingError;
+
+/// The upload as a host resource (`osprey:plugin/types.blob`).
+pub struct Blob {
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
+}
+
+/// How a stage refused its input, as the plugin said (see `error-kind` in the WIT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageErrorKind {
+    BadImage,
+    BadInput,
+    UnsupportedType,
+    TooLarge,
+    BadSettings,
+    ModelFailed,
+    Internal,
+}
+
+/// Errors of the plugin layer.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin '{plugin}' from {path}: {why}")]
+    Load { plugin: String, path: String, why: String },
+    #[error("plugin '{plugin}' refused the request: {message}")]
+    Stage { plugin: String, kind: StageErrorKind, message: String },
+    #[error("plugin '{plugin}' trapped: {why}")]
+    Trap { plugin: String, why: String },
+    #[error("plugin '{plugin}' ran past the route's deadline")]
+    Deadline { plugin: String },
+    #[error("plugin '{plugin}' exceeded its memory limit of {limit_mib} MiB")]
+    OutOfMemory { plugin: String, limit_mib: u64 },
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+}
+
+impl From<&ImagingError> for StageErrorKind {
+    fn from(e: &ImagingError) -> Self {
+        match e {
+            ImagingError::Unsupported => StageErrorKind::UnsupportedType,
+            ImagingError::TooLarge { .. } => StageErrorKind::TooLarge,
+            ImagingError::Corrupt(_) => StageErrorKind::BadImage,
+            ImagingError::BadSpec(_) => StageErrorKind::BadSettings,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! One request's sandbox: a fresh `Store` holding every stage's instance, with
+//! a memory cap, an epoch deadline and the host interfaces. Stages share the
+//! store's resource table, which is how handles (blob, image, tensors) move
+//! from one stage to the next without copying.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::osprey::plugin::types::{self, ErrorKind, Frame};
+use super::engine::{Engine, Plugin, EPOCH_TICK};
+use super::imports::{HostCtx, HostView};
+use super::{Blob, PluginError, StageErrorKind};
+use crate::nn::wasi::{NnCtx, NnView};
+use crate::nn::Registry;
+
+pub use types::{ClassScore, Detection};
+
+/// What a chain produced, read out of its last frame.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub model: Option<String>,
+    pub source: Option<(u32, u32)>,
+    pub detections: Option<Vec<Detection>>,
+    pub classes: Option<Vec<ClassScore>>,
+    /// Time spent inside models (wasi-nn `compute`).
+    pub inference: Duration,
+}
+
+/// Per-store state; each host interface borrows its part of it.
+pub struct StoreData {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    nn: NnCtx,
+    host: HostCtx,
+    memory: MemoryCap,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl StoreData {
+    pub(crate) fn nn_view(&mut self) -> NnView<'_> {
+        NnView { ctx: &mut self.nn, table: &mut self.table }
+    }
+
+    pub(crate) fn host_view(&mut self) -> HostView<'_> {
+        HostView { ctx: &mut self.host, table: &mut self.table }
+    }
+}
+
+/// Refuses memory growth past the cap, remembering that it did, so the trap
+/// that follows is reported as what it is.
+struct MemoryCap {
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.limit);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// One stage of a run: the plugin and its settings (JSON) for this request.
+pub struct StageCall<'a> {
+    pub plugin: &'a Plugin,
+    pub settings: std::borrow::Cow<'a, str>,
+}
+
+/// Runs one request through the stages. Blocking: call it on a blocking thread.
+pub struct Sandbox<'a> {
+    pub engine: &'a Engine,
+    pub registry: Arc<Registry>,
+    pub request_id: u64,
+}
+
+impl Sandbox<'_> {
+    pub fn run(&self, stages: &[StageCall<'_>], input: Blob, deadline: Instant) -> Result<Outcome, PluginError> {
+        let stderr = MemoryOutputPipe::new(4096);
+        let data = StoreData {
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+            nn: NnCtx::new(self.registry.clone()),
+            host: HostCtx::new(self.registry.clone(), self.request_id),
+            memory: MemoryCap { limit: self.engine.limits.memory_bytes, hit: false },
+            stderr,
+        };
+        let mut store = Store::new(&self.engine.engine, data);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_trap();
+
+        let sandbox = |e: wasmtime::Error| PluginError::Sandbox(e.to_string());
+        let blob: Resource<Blob> = store.data_mut().table.push(input).map_err(|e| sandbox(e.into()))?;
+        let mut frame = Frame {
+            input: Some(blob),
+            image: None,
+            source: None,
+            placement: None,
+            tensors: Vec::new(),
+            model: None,
+            detections: None,
+            classes: None,
+        };
+        for stage in stages {
+            frame = run_stage(&mut store, stage, frame, deadline)?;
+        }
+        Ok(Outcome {
+            model: frame.model,
+            source: frame.source.map(|s| (s.width, s.height)),
+            detections: frame.detections,
+            classes: frame.classes,
+            inference: store.data().nn.inference,
+        })
+    }
+}
+
+fn run_stage(store: &mut Store<StoreData>, stage: &StageCall<'_>, frame: Frame, deadline: Instant) -> Result<Frame, PluginError> {
+    let plugin = &stage.plugin.name;
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(PluginError::Deadline { plugin: plugin.clone() });
+    }
+    store.set_epoch_deadline((left.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1);
+    store.data_mut().host.plugin = plugin.clone();
+    let result = stage
+        .plugin
+        .pre
+        .instantiate(&mut *store)
+        .and_then(|p| p.osprey_plugin_stage().call_run(&mut *store, &frame, &stage.settings));
+    match result {
+        Ok(Ok(next)) => Ok(next),
+        Ok(Err(e)) => Err(PluginError::Stage { plugin: plugin.clone(), kind: kind_of(e.kind), message: e.message }),
+        Err(trap) => Err(classify_trap(store, plugin, trap)),
+    }
+}
+
+fn classify_trap(store: &Store<StoreData>, plugin: &str, trap: wasmtime::Error) -> PluginError {
+    let data = store.data();
+    if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return PluginError::Deadline { plugin: plugin.into() };
+    }
+    if data.memory.hit {
+        return PluginError::OutOfMemory { plugin: plugin.into(), limit_mib: (data.memory.limit >> 20) as u64 };
+    }
+    let said = String::from_utf8_lossy(&data.stderr.contents()).trim().to_string();
+    let why = if said.is_empty() { format!("{trap:#}") } else { format!("{trap:#}; it printed: {said}") };
+    PluginError::Trap { plugin: plugin.into(), why }
+}
+
+fn kind_of(k: ErrorKind) -> StageErrorKind {
+    match k {
+        ErrorKind::BadImage => StageErrorKind::BadImage,
+        ErrorKind::BadInput => StageErrorKind::BadInput,
+        ErrorKind::UnsupportedType => StageErrorKind::UnsupportedType,
+        ErrorKind::TooLarge => StageErrorKind::TooLarge,
+        ErrorKind::BadSettings => StageErrorKind::BadSettings,
+        ErrorKind::ModelFailed => StageErrorKind::ModelFailed,
+        ErrorKind::Internal => StageErrorKind::Internal,
+    }
+}

@@ -1,0 +1,58 @@
+//! Request body → the upload a chain starts from: raw `image/*` bytes or the
+//! `image` field of a `multipart/form-data` form, within the route's size limit.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
+
+use super::ServeError;
+use crate::plugin::Blob;
+
+/// The multipart field that carries the image.
+const FIELD: &str = "image";
+
+pub async fn read_upload(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Blob, ServeError> {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ServeError::BodyTooLarge { limit });
+    }
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let is_multipart = mime == "multipart/form-data";
+    if !(is_multipart || mime.starts_with("image/") || mime == "application/octet-stream" || mime.is_empty()) {
+        return Err(ServeError::UnsupportedMediaType(content_type));
+    }
+    let bytes = Limited::new(body, limit).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ServeError::BodyTooLarge { limit }
+        } else {
+            ServeError::BadRequest { code: "bad_body", message: format!("cannot read the request body: {e}") }
+        }
+    })?;
+    let bytes = bytes.to_bytes();
+    let blob = if is_multipart { from_form(&content_type, bytes).await? } else { Blob { content_type: mime, bytes } };
+    if blob.bytes.is_empty() {
+        return Err(ServeError::BadRequest { code: "empty_body", message: "the request carries no image".into() });
+    }
+    Ok(blob)
+}
+
+async fn from_form(content_type: &str, bytes: Bytes) -> Result<Blob, ServeError> {
+    let bad = |message: String| ServeError::BadRequest { code: "bad_form", message };
+    let boundary = multer::parse_boundary(content_type).map_err(|e| bad(format!("multipart/form-data: {e}")))?;
+    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(bytes) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    while let Some(field) = form.next_field().await.map_err(|e| bad(format!("multipart/form-data: {e}")))? {
+        if field.name() != Some(FIELD) {
+            continue;
+        }
+        let content_type = field.content_type().map(|m| m.essence_str().to_string()).unwrap_or_default();
+        if !(content_type.is_empty() || content_type.starts_with("image/") || content_type == "application/octet-stream") {
+            return Err(ServeError::UnsupportedMediaType(content_type));
+        }
+        let bytes = field.bytes().await.map_err(|e| bad(format!("field '{FIELD}': {e}")))?;
+        return Ok(Blob { content_type, bytes });
+    }
+    Err(bad(format!("the form has no field named '{FIELD}'")))
+}

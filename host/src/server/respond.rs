@@ -1,0 +1,102 @@
+//! The one place that turns results and errors into HTTP responses.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::ServeError;
+use crate::plugin::{Outcome, PluginError, StageErrorKind};
+
+pub type Body = Full<Bytes>;
+
+/// A chain's answer: detections or classes, with the source image size and timings.
+pub fn outcome(o: &Outcome, total: Duration) -> Response<Body> {
+    let mut answer = json!({
+        "model": o.model,
+        "image": o.source.map(|(w, h)| json!({"width": w, "height": h})),
+    });
+    if let Some(dets) = &o.detections {
+        answer["detections"] = dets
+            .iter()
+            .map(|d| {
+                json!({
+                    "label": d.label,
+                    "class_id": d.class_id,
+                    "score": round(d.score, 4),
+                    "box": [round(d.box_.x1, 1), round(d.box_.y1, 1), round(d.box_.x2, 1), round(d.box_.y2, 1)],
+                })
+            })
+            .collect();
+    }
+    if let Some(classes) = &o.classes {
+        answer["top"] = classes
+            .iter()
+            .map(|c| json!({"label": c.label, "class_id": c.class_id, "score": round(c.score, 4)}))
+            .collect();
+    }
+    answer["timing_ms"] = json!({
+        "total": ms(total),
+        "inference": ms(o.inference),
+    });
+    json_response(StatusCode::OK, &answer)
+}
+
+/// Status, code and message for every error a request can end in.
+pub fn error(e: &ServeError) -> Response<Body> {
+    let (status, code) = status_of(e);
+    let mut resp = json_response(status, &json!({"error": {"code": code, "message": e.to_string()}}));
+    if let ServeError::MethodNotAllowed(allowed) = e {
+        if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+            resp.headers_mut().insert(ALLOW, v);
+        }
+    }
+    resp
+}
+
+fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
+    match e {
+        ServeError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ServeError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+        ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        ServeError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ServeError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+        ServeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ServeError::Plugin(p) => match p {
+            PluginError::Stage { kind, .. } => match kind {
+                StageErrorKind::BadImage => (StatusCode::BAD_REQUEST, "bad_image"),
+                StageErrorKind::BadInput => (StatusCode::BAD_REQUEST, "bad_input"),
+                StageErrorKind::UnsupportedType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+                StageErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                StageErrorKind::BadSettings => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_misconfigured"),
+                StageErrorKind::ModelFailed => (StatusCode::INTERNAL_SERVER_ERROR, "model_failed"),
+                StageErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),
+            },
+            PluginError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            PluginError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_trapped"),
+            PluginError::OutOfMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_out_of_memory"),
+            PluginError::Load { .. } | PluginError::Sandbox(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),
+        },
+    }
+}
+
+/// A small JSON answer of the host's own endpoints.
+pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn ms(d: Duration) -> f64 {
+    round(d.as_secs_f64() * 1000.0, 2)
+}
+
+fn round<T: Into<f64>>(v: T, places: i32) -> f64 {
+    let p = 10f64.powi(places);
+    (v.into() * p).round() / p
+}

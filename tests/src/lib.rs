@@ -1,0 +1,53 @@
+//! Test harness: starts a real Osprey on 127.0.0.1:0 in this process, on the
+//! default config and the real models that `make setup` fetched, and finds the
+//! test images.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use osprey::{config, server, snapshot::Snapshot};
+
+/// A running server; it lives as long as the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// One server on the default config, shared by the tests of a test binary.
+pub fn default_server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| start(&repo().join("config/osprey.toml")))
+}
+
+/// Loads the config, builds the snapshot and serves it on a free port.
+pub fn start(config_path: &Path) -> TestServer {
+    let config = config::load(config_path).unwrap_or_else(|e| panic!("{e}\n(run `make setup` first)"));
+    let snapshot = Snapshot::build(&config).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+            tx.send(listener.local_addr().expect("local addr")).expect("send addr");
+            server::run(listener, server::Shared::new(snapshot), std::future::pending()).await;
+        });
+    });
+    TestServer { addr: rx.recv().expect("server started") }
+}
+
+/// A test image fetched by `make setup` (`$OSPREY_CACHE/images/NAME`).
+pub fn image(name: &str) -> Vec<u8> {
+    let path = osprey::nn::runtime::cache_dir().join("images").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make setup` first)", path.display()))
+}
