@@ -29,7 +29,7 @@ struct Stage {
 
 /// Per-request values of the route's parameters, already checked against their bounds.
 #[derive(Debug, Default)]
-pub struct Overrides(Vec<(usize, String, f64)>);
+pub struct Overrides(Vec<(usize, String, Value)>);
 
 /// Builds a route's chain from compiled plugins. The config was validated, so
 /// every plugin the route names exists.
@@ -59,6 +59,11 @@ impl Chain {
             if !(p.min..=p.max).contains(&v) {
                 return Err(format!("parameter '{name}' = {v} is outside {}..{}", p.min, p.max));
             }
+            let v = match p.integer {
+                true if v.fract() != 0.0 => return Err(format!("parameter '{name}' = {v} must be a whole number")),
+                true => Value::from(v as i64),
+                false => Value::from(v),
+            };
             out.push((p.stage, p.name.clone(), v));
         }
         Ok(Overrides(out))
@@ -92,7 +97,7 @@ impl Stage {
         }
         let mut settings = self.settings.clone();
         for (_, name, v) in mine {
-            settings.insert(name.clone(), Value::from(*v));
+            settings.insert(name.clone(), v.clone());
         }
         Cow::Owned(Value::Object(settings).to_string())
     }

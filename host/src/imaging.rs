@@ -84,17 +84,37 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Image, ImagingError> {
         Some(image::ImageFormat::Jpeg | image::ImageFormat::Png | image::ImageFormat::WebP) => {}
         _ => return Err(ImagingError::Unsupported),
     }
+    // The size from the header alone, before any decoder allocates for it.
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        check_pixels(size.width as u32, size.height as u32, max_pixels)?;
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !has_jpeg_end(bytes) {
+        return Err(ImagingError::Corrupt("the JPEG is truncated (no end-of-image marker)".into()));
+    }
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels {
-        return Err(ImagingError::TooLarge { width, height, pixels, limit: max_pixels });
-    }
+    check_pixels(width, height, max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
     Ok(Image { width: rgb.width(), height: rgb.height(), rgb: rgb.into_raw() })
+}
+
+fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), ImagingError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limit {
+        return Err(ImagingError::TooLarge { width, height, pixels, limit });
+    }
+    Ok(())
+}
+
+/// A whole JPEG ends with the EOI marker (FF D9), give or take trailing
+/// padding; the decoder would otherwise fill a cut-off photo with grey and
+/// the model would answer on half an image.
+fn has_jpeg_end(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    tail.windows(2).any(|w| w == [0xff, 0xd9])
 }
 
 fn corrupt(e: image::ImageError) -> ImagingError {
@@ -266,6 +286,13 @@ mod tests {
         s.bgr = true;
         let (t, _) = to_tensor(&img, &s).unwrap();
         assert_eq!(t.data, TensorData::U8(vec![30, 20, 10]));
+    }
+
+    #[test]
+    fn a_jpeg_without_its_end_marker_is_truncated() {
+        assert!(has_jpeg_end(&[0xff, 0xd8, 1, 2, 0xff, 0xd9]));
+        assert!(has_jpeg_end(&[0xff, 0xd8, 1, 2, 0xff, 0xd9, 0, 0]));
+        assert!(!has_jpeg_end(&[0xff, 0xd8, 1, 2, 3, 4]));
     }
 
     #[test]

@@ -186,8 +186,10 @@ fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnosti
             d.error(span, format!("{route_name}: param '{name}' has min {} above max {}", p.min, p.max), None);
             continue;
         }
-        match stages[stage].settings.get(name).and_then(|v| v.as_f64()) {
-            Some(v) if (p.min..=p.max).contains(&v) => out.push(ParamDef { name: name.clone(), stage, min: p.min, max: p.max }),
+        let setting = stages[stage].settings.get(name);
+        let integer = setting.is_some_and(|v| v.is_i64() || v.is_u64());
+        match setting.and_then(|v| v.as_f64()) {
+            Some(v) if (p.min..=p.max).contains(&v) => out.push(ParamDef { name: name.clone(), stage, min: p.min, max: p.max, integer }),
             Some(v) => d.error(span, format!("{route_name}: the setting {name} = {v} of stage '{}' is outside its own bounds {}..{}", p.stage, p.min, p.max), None),
             None => d.error(span, format!("{route_name}: param '{name}' needs a numeric setting '{name}' in stage '{}' to override", p.stage), Some(format!("add {name} = <default> to that stage's settings"))),
         }

@@ -92,6 +92,8 @@ pub struct ParamDef {
     pub stage: usize,
     pub min: f64,
     pub max: f64,
+    /// The setting is a whole number (`top = 5`), so overrides must be too.
+    pub integer: bool,
 }
 
 /// Reads, parses and validates a config file.

@@ -15,6 +15,7 @@ const FIELD: &str = "image";
 pub async fn read_upload(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Blob, ServeError> {
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body).await;
         return Err(ServeError::BodyTooLarge { limit });
     }
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
@@ -36,6 +37,21 @@ pub async fn read_upload(headers: &HeaderMap, body: Incoming, limit: usize) -> R
         return Err(ServeError::BadRequest { code: "empty_body", message: "the request carries no image".into() });
     }
     Ok(blob)
+}
+
+/// Reads and drops what the client is still sending (bounded in bytes and
+/// time), so it reads our 413 instead of a reset connection.
+async fn drain(mut body: Incoming) {
+    let mut left: usize = 64 << 20;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.len()));
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn from_form(content_type: &str, bytes: Bytes) -> Result<Blob, ServeError> {
