@@ -1,0 +1,75 @@
+//! Guest-side SDK for Osprey stage plugins.
+//!
+//! A plugin is one stage of a route's chain: it receives a [`Frame`] and the
+//! stage's settings (JSON), and returns the frame for the next stage. This
+//! crate holds the WIT bindings of the `osprey:plugin/plugin` world and the
+//! logic every stage would otherwise repeat:
+//!
+//! - [`error`]: short constructors for [`StageError`], one per kind;
+//! - [`settings`]: JSON settings into a serde struct, errors naming the field;
+//! - [`geometry`]: `iou`, class-aware `nms`, `unplace` back to source pixels;
+//! - [`nn`]: run a model through wasi-nn, read its outputs as `f32`/`u8`;
+//! - [`labels`]: class names from the host's label files.
+//!
+//! A plugin implements [`Stage`] and calls [`export_stage!`]:
+//!
+//! ```ignore
+//! use osprey_plugin_sdk::{export_stage, Frame, Stage, StageError};
+//!
+//! struct Noop;
+//! impl Stage for Noop {
+//!     fn run(frame: Frame, _settings: String) -> Result<Frame, StageError> {
+//!         Ok(frame)
+//!     }
+//! }
+//! export_stage!(Noop);
+//! ```
+
+// The generated code names this crate by its path (`runtime_path` and
+// `default_bindings_module` below), so that plugins need no direct dependency
+// on wit-bindgen; this alias makes the same path resolve inside the SDK.
+extern crate self as osprey_plugin_sdk;
+
+pub mod error;
+pub mod geometry;
+pub mod labels;
+pub mod nn;
+pub mod settings;
+
+/// The raw bindings of the world, for what the re-exports below leave out.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "osprey:plugin/plugin",
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "osprey_plugin_sdk::bindings",
+        runtime_path: "osprey_plugin_sdk::__rt",
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen::rt as __rt;
+
+pub use bindings::exports::osprey::plugin::stage::Guest as Stage;
+pub use bindings::osprey::plugin::host::{self, Level};
+pub use bindings::osprey::plugin::imaging::{
+    self, Channels, DecodeLimits, Fit, Layout, TensorSpec,
+};
+pub use bindings::osprey::plugin::types::{
+    Bbox, Blob, ClassScore, Detection, ErrorKind, Frame, Image, NamedTensor, Placement, Size,
+    StageError,
+};
+pub use bindings::wasi::nn::tensor::{Tensor, TensorType};
+
+/// Exports a type implementing [`Stage`] as the plugin's one stage.
+///
+/// Call it once, at the root of the plugin crate.
+#[macro_export]
+macro_rules! export_stage {
+    ($ty:ident) => {
+        $crate::bindings::__export_world!($ty with_types_in $crate::bindings);
+    };
+}
