@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-PLUGINS := image-prep yolo ssd classify
+PLUGINS := image-prep yolo ssd classify misbehave
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
 .PHONY: serve test setup toolchain models plugins host test-deps bench check

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod detect;
+mod sandbox;
 
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;

@@ -159,8 +159,16 @@ fn classify_trap(store: &Store<StoreData>, plugin: &str, trap: wasmtime::Error) 
     if data.memory.hit {
         return PluginError::OutOfMemory { plugin: plugin.into(), limit_mib: (data.memory.limit >> 20) as u64 };
     }
-    let said = String::from_utf8_lossy(&data.stderr.contents()).trim().to_string();
-    let why = if said.is_empty() { format!("{trap:#}") } else { format!("{trap:#}; it printed: {said}") };
+    // The root cause and what the guest printed (a panic message) make the
+    // answer; the wasm backtrace only goes to the debug log.
+    tracing::debug!(plugin, "trap: {trap:?}");
+    let cause = trap.root_cause().to_string();
+    let said = String::from_utf8_lossy(&data.stderr.contents())
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let why = if said.is_empty() { cause } else { format!("{cause}; it printed: {said}") };
     PluginError::Trap { plugin: plugin.into(), why }
 }
 

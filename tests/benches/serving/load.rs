@@ -1,0 +1,175 @@
+//! Measurement for the serving bench: the time window, latency statistics,
+//! a real `osprey serve` child process, and an HTTP/1.1 load generator.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Warm-up then a fixed measuring window; only requests that both start and
+/// end inside the window count, so warm-up and the drain at the end do not.
+#[derive(Clone, Copy)]
+pub struct Window {
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+impl Window {
+    /// `OSPREY_BENCH_SECS` (default 5) seconds measured after 1 s of warm-up.
+    pub fn from_env() -> Window {
+        let secs = std::env::var("OSPREY_BENCH_SECS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(5.0);
+        Window { warmup: Duration::from_secs(1), measure: Duration::from_secs_f64(secs) }
+    }
+}
+
+/// Times of one worker, relative to a shared start.
+pub struct Clock {
+    from: Instant,
+    to: Instant,
+}
+
+impl Clock {
+    pub fn new(w: Window) -> Clock {
+        let from = Instant::now() + w.warmup;
+        Clock { from, to: from + w.measure }
+    }
+
+    pub fn running(&self) -> bool {
+        Instant::now() < self.to
+    }
+
+    /// The latency of a call begun at `start`, if it belongs to the window.
+    pub fn keep(&self, start: Instant) -> Option<Duration> {
+        let end = Instant::now();
+        (start >= self.from && end <= self.to).then(|| end - start)
+    }
+}
+
+/// Throughput and latency of one (route, mode, concurrency) cell.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Stats {
+    pub fn of(mut latencies: Vec<Duration>, w: Window) -> Stats {
+        latencies.sort();
+        let pick = |q: f64| -> f64 {
+            if latencies.is_empty() {
+                return f64::NAN;
+            }
+            // Nearest rank: the smallest latency at or above the q quantile.
+            let i = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
+            latencies[i].as_secs_f64() * 1e3
+        };
+        Stats { per_sec: latencies.len() as f64 / w.measure.as_secs_f64(), p50_ms: pick(0.50), p99_ms: pick(0.99) }
+    }
+}
+
+/// A real `osprey serve` on a free loopback port; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the release binary and waits for its "listening on" line.
+    pub fn start(binary: &Path, config: &Path) -> Server {
+        let mut child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("OSPREY_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (run `make setup` to build it)", binary.display()));
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let addr = loop {
+            let line = match lines.next() {
+                Some(Ok(line)) => line,
+                _ => panic!("osprey exited before listening: {:?}", child.wait()),
+            };
+            if let Some(at) = line.find("listening on http://") {
+                let rest = &line[at + "listening on http://".len()..];
+                let end = rest.find(|c: char| c.is_whitespace() || c == '\x1b').unwrap_or(rest.len());
+                break rest[..end].parse().unwrap_or_else(|e| panic!("address in {line:?}: {e}"));
+            }
+        };
+        // Keep reading its log so a full pipe never blocks the server.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server { child, addr }
+    }
+
+    /// Peak resident memory of the server so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        peak_rss_mib(self.child.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VmHWM of a process from /proc, in MiB (NaN where /proc has no answer).
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.map_or(f64::NAN, |k| k / 1024.0)
+}
+
+/// `concurrency` keep-alive connections, each POSTing `body` in a loop for
+/// the window. One client thread: the 2-core machine has the server to run.
+pub fn http(url: &str, content_type: &str, body: &[u8], concurrency: usize, w: Window) -> Stats {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let latencies = runtime.block_on(async {
+        let clock = std::sync::Arc::new(Clock::new(w));
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| tokio::spawn(connection(url.to_string(), content_type.to_string(), body.to_vec(), clock.clone())))
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.await.expect("load worker"));
+        }
+        all
+    });
+    Stats::of(latencies, w)
+}
+
+/// One connection's loop; every answer must be a 200.
+async fn connection(url: String, content_type: String, body: Vec<u8>, clock: std::sync::Arc<Clock>) -> Vec<Duration> {
+    // A client of its own, with one idle connection: one keep-alive connection per worker.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1).http1_only().build().expect("client");
+    let mut kept = Vec::new();
+    while clock.running() {
+        let start = Instant::now();
+        let resp = client.post(&url).header("content-type", &content_type).body(body.clone()).send().await;
+        let resp = resp.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = resp.status();
+        let answer = resp.bytes().await.unwrap_or_else(|e| panic!("POST {url}: body: {e}"));
+        assert_eq!(status, 200, "POST {url}: {}", String::from_utf8_lossy(&answer));
+        kept.extend(clock.keep(start));
+    }
+    kept
+}
+
+/// One request's answer, to show where the server says its time went.
+pub fn one(url: &str, content_type: &str, body: &[u8]) -> serde_json::Value {
+    let resp = reqwest::blocking::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body.to_vec())
+        .send()
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    assert_eq!(resp.status(), 200, "POST {url}");
+    resp.json().expect("a JSON answer")
+}

@@ -1,0 +1,68 @@
+//! A plugin that traps, loops, eats memory or hands the model a malformed
+//! tensor gets a precise 5xx for its own request; everyone else is served.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::{client, read};
+use osprey_tests::TestServer;
+use serde_json::Value;
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| osprey_tests::start(&osprey_tests::repo().join("tests/e2e/sandbox.toml")))
+}
+
+fn call(path: &str) -> (u16, Value) {
+    let body = osprey_tests::image("chelsea.png");
+    read(client().post(server().url(path)).header("content-type", "image/png").body(body).send().unwrap())
+}
+
+fn expect(path: &str, status: u16, code: &str, says: &str) {
+    let (got, answer) = call(path);
+    assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{path}: {answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(says), "{path}: '{message}' should say '{says}'");
+    let (good, answer) = call("/t/good");
+    assert_eq!(good, 200, "good route after {path}: {answer}");
+    assert_eq!(answer["detections"][0]["label"], "cat");
+}
+
+#[test]
+fn a_panicking_plugin_is_a_500_with_its_message() {
+    expect("/t/trap", 500, "plugin_trapped", "panicking on purpose");
+}
+
+#[test]
+fn an_endless_loop_is_stopped_at_the_deadline() {
+    let started = Instant::now();
+    expect("/t/loop", 504, "deadline_exceeded", "deadline");
+    // Not a timing target: only proof that the loop was interrupted at all.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_memory_hog_hits_the_cap() {
+    expect("/t/hog", 500, "plugin_out_of_memory", "64 MiB");
+}
+
+#[test]
+fn a_malformed_tensor_traps_with_the_reason() {
+    expect("/t/bad-tensor", 500, "plugin_trapped", "need 16 bytes");
+}
+
+#[test]
+fn a_tensor_of_the_wrong_shape_is_a_model_failure() {
+    expect("/t/wrong-shape", 500, "model_failed", "ssd_mobilenet_v2");
+}
+
+#[test]
+fn good_requests_are_served_while_plugins_loop() {
+    let looping: Vec<_> = (0..4).map(|_| std::thread::spawn(|| call("/t/loop").0)).collect();
+    for _ in 0..4 {
+        assert_eq!(call("/t/good").0, 200);
+    }
+    for t in looping {
+        assert_eq!(t.join().unwrap(), 504);
+    }
+}
