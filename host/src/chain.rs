@@ -15,6 +15,8 @@ use crate::plugin::sandbox::StageCall;
 use crate::plugin::{Blob, Engine, Outcome, Plugin, PluginError, Sandbox};
 
 pub struct Chain {
+    /// `plugin@sha256-prefix` of each stage, for answers and the admin status.
+    pub signature: String,
     stages: Vec<Stage>,
     params: Vec<ParamDef>,
     pub deadline: Duration,
@@ -42,8 +44,9 @@ pub fn build(route: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>) -> Chain 
             json: Value::Object(s.settings.clone()).to_string(),
             settings: s.settings.clone(),
         })
-        .collect();
-    Chain { stages, params: route.params.clone(), deadline: route.deadline }
+        .collect::<Vec<Stage>>();
+    let signature = stages.iter().map(|s| format!("{}@{}", s.plugin.name, &s.plugin.sha256[..12])).collect::<Vec<_>>().join(",");
+    Chain { signature, stages, params: route.params.clone(), deadline: route.deadline }
 }
 
 impl Chain {

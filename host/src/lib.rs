@@ -13,12 +13,16 @@
 //! - `plugin`: wasmtime engine, per-request sandbox, host interfaces of the WIT world.
 //! - `imaging`: native decode and letterbox behind the `imaging` interface.
 //! - `nn`: ONNX Runtime sessions and the wasi-nn host interface.
+//! - `reload`: rebuild the snapshot aside and swap it in; the file watcher.
+//! - `metrics`: Prometheus metrics at `/metrics`.
 
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod imaging;
+pub mod metrics;
 pub mod nn;
 pub mod plugin;
+pub mod reload;
 pub mod server;
 pub mod snapshot;

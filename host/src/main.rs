@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::Parser;
 use osprey::cli::{Cli, Command};
-use osprey::{config, server, snapshot::Snapshot};
+use osprey::plugin::{Engine, SandboxLimits};
+use osprey::{config, reload, server, snapshot::Snapshot};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -21,15 +22,21 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let config = config::load(path)?;
+    let watch = config.admin.watch;
+    let addr = listen.unwrap_or(config.server.listen);
     // Compiling plugins and loading models blocks: done before the runtime serves anything.
-    let snapshot = Snapshot::build(&config)?;
+    let engine = Engine::new(SandboxLimits::from(&config.server))?;
+    let snapshot = Snapshot::build(config, &engine, None)?;
+    let shared = server::Shared::new(snapshot, Some(path.to_path_buf()));
+    if watch {
+        reload::watch::spawn(shared.clone()).context("start the file watcher")?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
-        let addr = listen.unwrap_or(config.server.listen);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
         // Tests and scripts read this line to learn the port when it was 0.
         tracing::info!("listening on http://{}", listener.local_addr()?);
-        server::run(listener, server::Shared::new(snapshot), shutdown_signal()).await;
+        server::run(listener, shared, shutdown_signal()).await;
         Ok(())
     })
 }

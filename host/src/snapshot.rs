@@ -1,15 +1,27 @@
 //! What is loaded now: compiled plugins, models and routes, built together
-//! and immutable; the server holds it in an `Arc` (swapped whole on reload).
+//! and immutable. The server holds it in an `ArcSwap`; a reload builds a new
+//! one aside (reusing every plugin and model whose bytes did not change) and
+//! swaps it in whole. Requests keep the snapshot they started on, so an old
+//! model is freed when its last request ends.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
 
 use crate::chain::{self, Chain};
-use crate::config::{Config, InputSpec, ModelDef};
-use crate::nn::{Model, NnError, Registry};
-use crate::plugin::{Engine, Plugin, PluginError, SandboxLimits};
+use crate::config::{Config, InputSpec, ModelDef, ModelSource};
+use crate::nn::{Identity, Model, NnError, Registry};
+use crate::plugin::engine::{hex, read_plugin};
+use crate::plugin::{Engine, Plugin, PluginError};
 
 pub struct Snapshot {
+    /// Counts snapshots since start: 1 is the first, each reload adds one.
+    pub generation: u64,
+    pub built_at: SystemTime,
+    pub config: Arc<Config>,
     pub engine: Engine,
     pub registry: Arc<Registry>,
     pub plugins: Vec<Arc<Plugin>>,
@@ -32,59 +44,115 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    /// Compiles every plugin and loads every model. Blocking (seconds): run it
+    /// Compiles every plugin and loads every model version, reusing those of
+    /// `previous` whose files did not change. Blocking (up to seconds): run it
     /// before serving or on a blocking thread.
-    pub fn build(config: &Config) -> Result<Snapshot, SnapshotError> {
-        let engine = Engine::new(SandboxLimits {
-            memory_bytes: config.server.plugin_memory_bytes,
-            max_instances: config.server.max_plugin_instances,
-        })?;
+    pub fn build(config: Config, engine: &Engine, previous: Option<&Snapshot>) -> Result<Snapshot, SnapshotError> {
         let mut registry = Registry::default();
         for def in &config.models {
-            let model = load_model(def)?;
-            tracing::info!(
-                model = def.name,
-                provider = %model.provider(),
-                sessions = def.load.instances,
-                threads = def.load.threads,
-                "model loaded from {}",
-                def.file.display()
-            );
-            registry.insert(model);
+            registry.insert_versions(load_versions(def, previous)?);
         }
         let mut plugins = HashMap::new();
         for def in &config.plugins {
-            let plugin = engine.compile(&def.name, &def.file)?;
-            tracing::info!(plugin = def.name, sha256 = plugin.sha256, "plugin compiled from {}", def.file.display());
-            plugins.insert(def.name.clone(), Arc::new(plugin));
+            let bytes = read_plugin(&def.name, &def.file)?;
+            let sha256 = hex(&Sha256::digest(&bytes));
+            let reused = previous.and_then(|p| p.plugins.iter().find(|o| o.name == def.name && o.path == def.file && o.sha256 == sha256));
+            let plugin = match reused {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(engine.compile_bytes(&def.name, &def.file, &bytes)?);
+                    tracing::info!(plugin = def.name, sha256 = p.sha256, "plugin compiled from {}", def.file.display());
+                    p
+                }
+            };
+            plugins.insert(def.name.clone(), plugin);
         }
         let routes = config
             .routes
             .iter()
-            .map(|r| Route {
-                method: r.method.clone(),
-                path: r.path.clone(),
-                max_body_bytes: r.max_body_bytes,
-                chain: chain::build(r, &plugins),
-            })
+            .map(|r| Route { method: r.method.clone(), path: r.path.clone(), max_body_bytes: r.max_body_bytes, chain: chain::build(r, &plugins) })
             .collect();
-        Ok(Snapshot { engine, registry: Arc::new(registry), plugins: plugins.into_values().collect(), routes })
+        let mut plugins: Vec<_> = plugins.into_values().collect();
+        plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Snapshot {
+            generation: previous.map_or(1, |p| p.generation + 1),
+            built_at: SystemTime::now(),
+            config: Arc::new(config),
+            engine: engine.clone(),
+            registry: Arc::new(registry),
+            plugins,
+            routes,
+        })
     }
 }
 
-fn load_model(def: &ModelDef) -> Result<Model, NnError> {
-    let labels = match &def.labels {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| NnError::Load { model: def.name.clone(), file: path.clone(), why: e.to_string() })?
-            .lines()
-            .map(|l| l.trim().to_string())
-            .collect(),
-        None => Vec::new(),
-    };
-    let model = Model::load(&def.name, &def.file, labels, &def.load)?;
-    if let Some(want) = &def.input {
-        check_input(&model, want).map_err(|why| NnError::Load { model: def.name.clone(), file: def.file.clone(), why })?;
+/// The versions of one model, oldest first.
+fn load_versions(def: &ModelDef, previous: Option<&Snapshot>) -> Result<Vec<Arc<Model>>, NnError> {
+    let mut out = Vec::new();
+    for (version, file) in versions(def)? {
+        let labels_file = file.with_file_name("labels.txt");
+        let labels_file = if matches!(def.source, ModelSource::Versions(_)) && labels_file.is_file() { Some(labels_file) } else { def.labels.clone() };
+        let labels = read_labels(def, labels_file.as_deref())?;
+        let bytes_sha = file_sha256(def, &file)?;
+        let id = Identity { name: def.name.clone(), version, file: file.clone(), sha256: bytes_sha };
+        let reused = previous
+            .and_then(|p| p.registry.iter().find(|m| m.identity() == &id && m.labels() == labels.as_slice() && m.spec() == &def.load))
+            .cloned();
+        let model = match reused {
+            Some(m) => m,
+            None => Arc::new(load_model(def, id, labels)?),
+        };
+        out.push(model);
     }
+    Ok(out)
+}
+
+/// `(version, file)` pairs: "1" for a single file, else every numbered subfolder with a `model.onnx`.
+fn versions(def: &ModelDef) -> Result<Vec<(String, PathBuf)>, NnError> {
+    let dir = match &def.source {
+        ModelSource::File(f) => return Ok(vec![("1".to_string(), f.clone())]),
+        ModelSource::Versions(dir) => dir,
+    };
+    let fail = |why: String| NnError::Load { model: def.name.clone(), file: dir.clone(), why };
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| fail(e.to_string()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u64>().ok()?, e.path().join("model.onnx"))))
+        .filter(|(_, f)| f.is_file())
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(fail("no version folder (1/, 2/, ...) holds a model.onnx".into()));
+    }
+    Ok(found.into_iter().map(|(v, f)| (v.to_string(), f)).collect())
+}
+
+fn read_labels(def: &ModelDef, path: Option<&Path>) -> Result<Vec<String>, NnError> {
+    let Some(path) = path else { return Ok(Vec::new()) };
+    let text = std::fs::read_to_string(path).map_err(|e| NnError::Load { model: def.name.clone(), file: path.to_path_buf(), why: e.to_string() })?;
+    Ok(text.lines().map(|l| l.trim().to_string()).collect())
+}
+
+fn file_sha256(def: &ModelDef, file: &Path) -> Result<String, NnError> {
+    let bytes = std::fs::read(file).map_err(|e| NnError::Load { model: def.name.clone(), file: file.to_path_buf(), why: e.to_string() })?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+fn load_model(def: &ModelDef, id: Identity, labels: Vec<String>) -> Result<Model, NnError> {
+    let (file, version) = (id.file.clone(), id.version.clone());
+    let model = Model::load(id, labels, &def.load)?;
+    if let Some(want) = &def.input {
+        check_input(&model, want).map_err(|why| NnError::Load { model: def.name.clone(), file: file.clone(), why })?;
+    }
+    tracing::info!(
+        model = def.name,
+        version,
+        provider = %model.provider(),
+        sessions = def.load.instances,
+        threads = def.load.threads,
+        "model loaded from {}",
+        file.display()
+    );
     Ok(model)
 }
 

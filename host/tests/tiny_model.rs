@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use osprey::nn::{LoadSpec, Model, Target, Tensor, TensorData};
+use osprey::nn::{Identity, LoadSpec, Model, Target, Tensor, TensorData};
 
 #[test]
 fn tiny_model_computes_and_checks_its_inputs() {
@@ -52,17 +52,23 @@ fn concurrent_runs_on_one_model_all_succeed() {
 #[test]
 fn missing_model_file_says_how_to_fix_it() {
     let spec = LoadSpec { target: Target::Cpu, instances: 1, threads: 1 };
-    let err = Model::load("ghost", &PathBuf::from("/nonexistent/ghost.onnx"), vec![], &spec).err().unwrap().to_string();
+    let err = Model::load(identity("ghost", PathBuf::from("/nonexistent/ghost.onnx")), vec![], &spec).err().unwrap().to_string();
     assert!(err.contains("model 'ghost'") && err.contains("make setup"), "{err}");
 }
 
 fn load(instances: usize) -> Model {
     let dir = std::env::temp_dir().join(format!("osprey-tiny-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tiny.onnx");
+    // One file per call: tests run in parallel and must not read a file another is writing.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let path = dir.join(format!("tiny-{}.onnx", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     std::fs::write(&path, onnx::mul_add_model()).unwrap();
     let spec = LoadSpec { target: Target::Cpu, instances, threads: 1 };
-    Model::load("tiny", &path, vec![], &spec).unwrap()
+    Model::load(identity("tiny", path), vec![], &spec).unwrap()
+}
+
+fn identity(name: &str, file: PathBuf) -> Identity {
+    Identity { name: name.into(), version: "1".into(), file, sha256: String::new() }
 }
 
 /// Just enough protobuf to write an ONNX model: `y = x * 2 + 1`.

@@ -4,13 +4,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use osprey::plugin::{Engine, SandboxLimits};
 use osprey::{config, server, snapshot::Snapshot};
 
 /// A running server; it lives as long as the test process.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Its shared state: tests reload through it and read its metrics.
+    pub shared: Arc<server::Shared>,
 }
 
 impl TestServer {
@@ -33,17 +36,20 @@ pub fn default_server() -> &'static TestServer {
 /// Loads the config, builds the snapshot and serves it on a free port.
 pub fn start(config_path: &Path) -> TestServer {
     let config = config::load(config_path).unwrap_or_else(|e| panic!("{e}\n(run `make setup` first)"));
-    let snapshot = Snapshot::build(&config).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::new(SandboxLimits::from(&config.server)).expect("engine");
+    let snapshot = Snapshot::build(config, &engine, None).unwrap_or_else(|e| panic!("{e}"));
+    let shared = server::Shared::new(snapshot, Some(config_path.to_path_buf()));
+    let serving = shared.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
             tx.send(listener.local_addr().expect("local addr")).expect("send addr");
-            server::run(listener, server::Shared::new(snapshot), std::future::pending()).await;
+            server::run(listener, serving, std::future::pending()).await;
         });
     });
-    TestServer { addr: rx.recv().expect("server started") }
+    TestServer { addr: rx.recv().expect("server started"), shared }
 }
 
 /// A test image fetched by `make setup` (`$OSPREY_CACHE/images/NAME`).

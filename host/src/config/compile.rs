@@ -9,12 +9,12 @@ use toml::Spanned;
 
 use super::diag::Diagnostics;
 use super::raw::{RawConfig, RawModel, RawRoute};
-use super::{Config, InputSpec, ModelDef, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef};
+use super::{AdminSettings, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef};
 use crate::nn::{ElemType, LoadSpec, Target};
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 /// Paths the host answers itself; routes may not take them.
-const RESERVED: [&str; 2] = ["/healthz", "/readyz"];
+const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
     let server = server(&raw, d);
@@ -37,7 +37,16 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
             routes.push(route);
         }
     }
-    d.list.is_empty().then_some(Config { server, models, plugins, routes })
+    let admin = AdminSettings {
+        token: std::env::var("OSPREY_ADMIN_TOKEN").ok().or_else(|| raw.admin.token.as_ref().map(|t| t.get_ref().clone())).filter(|t| !t.is_empty()),
+        watch: raw.admin.watch.unwrap_or(true),
+    };
+    if let Some(t) = &raw.admin.token {
+        if t.get_ref().len() < 16 {
+            d.error(t.span(), "admin token is shorter than 16 characters", Some("use a long random string, e.g. `openssl rand -hex 24`".into()));
+        }
+    }
+    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin })
 }
 
 fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
@@ -72,7 +81,7 @@ fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
 
 fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelDef> {
     let ok = valid_name(name, "model", d);
-    let file = existing(base, &m.file, &format!("model '{}'", name.get_ref()), "run `make setup` to fetch the models", d);
+    let source = source(name, m, base, d);
     let labels = m.labels.as_ref().and_then(|l| existing(base, l, &format!("labels of model '{}'", name.get_ref()), "run `make setup` to fetch the models", d));
     let target = match m.target.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
         None | Some(("auto", _)) => Target::Auto,
@@ -97,12 +106,36 @@ fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<
     let input = m.input.as_ref().and_then(|i| input(i, d));
     Some(ModelDef {
         name: name.get_ref().clone(),
-        file: file?,
+        source: source?,
         labels,
         input,
         load: LoadSpec { target, instances: instances?, threads: threads? },
     })
     .filter(|_| ok)
+}
+
+fn source(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelSource> {
+    let what = format!("model '{}'", name.get_ref());
+    match (&m.file, &m.versions) {
+        (Some(f), None) => existing(base, f, &what, "run `make setup` to fetch the models", d).map(ModelSource::File),
+        (None, Some(v)) => {
+            let dir = base.join(v.get_ref());
+            if dir.is_dir() {
+                Some(ModelSource::Versions(dir))
+            } else {
+                d.error(v.span(), format!("{what}: versions folder {} not found", dir.display()), Some("a folder with subfolders 1/, 2/, ... each holding model.onnx".into()));
+                None
+            }
+        }
+        (Some(f), Some(_)) => {
+            d.error(f.span(), format!("{what} has both `file` and `versions`"), Some("keep one: `file` for a single version, `versions` for a folder of them".into()));
+            None
+        }
+        (None, None) => {
+            d.error(name.span(), format!("{what} has neither `file` nor `versions`"), Some("add file = \"path/to/model.onnx\"".into()));
+            None
+        }
+    }
 }
 
 fn input(i: &Spanned<super::raw::RawInput>, d: &mut Diagnostics<'_>) -> Option<InputSpec> {
@@ -132,7 +165,7 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, d: &mut Diagnos
     if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.contains("//") {
         d.error(r.path.span(), format!("route path \"{path}\" is not a plain absolute path"), Some("like \"/v1/detect\": starts with '/', no query".into()));
         ok = false;
-    } else if RESERVED.contains(&path.as_str()) {
+    } else if RESERVED.contains(&path.as_str()) || path == "/admin" || path.starts_with("/admin/") {
         d.error(r.path.span(), format!("route path \"{path}\" is answered by the host itself"), Some("pick another path".into()));
         ok = false;
     }
@@ -155,7 +188,9 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, d: &mut Diagnos
             ok = false;
         }
         if let Some(toml::Value::String(m)) = s.settings.get_ref().get("model") {
-            if !raw.models.keys().any(|k| k.get_ref() == m) {
+            // `name` follows the newest version, `name@N` pins one.
+            let base_name = m.split_once('@').map_or(m.as_str(), |(n, _)| n);
+            if !raw.models.keys().any(|k| k.get_ref() == base_name) {
                 let known = raw.models.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
                 d.error(s.settings.span(), format!("{route_name}: stage {} names model '{m}', which is not in [models]", i + 1), Some(format!("defined models: {known}")));
                 ok = false;

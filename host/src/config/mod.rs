@@ -21,6 +21,14 @@ pub struct Config {
     pub models: Vec<ModelDef>,
     pub plugins: Vec<PluginDef>,
     pub routes: Vec<RouteDef>,
+    pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// Bearer token of `/admin/*`; `None` turns the admin API off.
+    pub token: Option<String>,
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -47,11 +55,22 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone)]
 pub struct ModelDef {
     pub name: String,
-    pub file: PathBuf,
+    pub source: ModelSource,
+    /// Labels of every version; a version folder's own `labels.txt` wins.
     pub labels: Option<PathBuf>,
     /// The input the model declares in the config, checked against the file at load.
     pub input: Option<InputSpec>,
     pub load: LoadSpec,
+}
+
+/// Where a model's versions come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// A single file, served as version "1".
+    File(PathBuf),
+    /// A folder whose subfolders `1/`, `2/`, ... each hold a `model.onnx`;
+    /// the highest number is what an unpinned `model = "name"` gets.
+    Versions(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -18,6 +18,17 @@ pub struct RawConfig {
     pub plugins: BTreeMap<Spanned<String>, RawPlugin>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// The admin API; off unless a token is set here or in `OSPREY_ADMIN_TOKEN`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token: Option<Spanned<String>>,
+    /// Watch config, plugin and model files and reload on change (default true).
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,7 +48,10 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
-    pub file: Spanned<String>,
+    /// One model file (version "1")...
+    pub file: Option<Spanned<String>>,
+    /// ...or a folder of versions: `<dir>/<N>/model.onnx`, N a whole number.
+    pub versions: Option<Spanned<String>>,
     pub labels: Option<Spanned<String>>,
     pub input: Option<Spanned<RawInput>>,
     pub target: Option<Spanned<String>>,

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use model::{LoadSpec, Model, Provider, Target};
+pub use model::{Identity, LoadSpec, Model, Provider, Target};
 pub use tensor::{ElemType, Tensor, TensorData};
 
 /// Errors of the model layer.
@@ -35,22 +35,34 @@ pub enum NnError {
     Runtime(String),
 }
 
-/// The models of one snapshot, by name; shared by every request's store.
+/// The models of one snapshot, shared by every request's store. A model is
+/// reached as `name@version`, and as `name` for its newest version.
 #[derive(Default, Clone)]
 pub struct Registry {
-    models: HashMap<String, Arc<Model>>,
+    by_key: HashMap<String, Arc<Model>>,
+    all: Vec<Arc<Model>>,
 }
 
 impl Registry {
-    pub fn insert(&mut self, model: Model) {
-        self.models.insert(model.name().to_string(), Arc::new(model));
+    /// Adds the versions of one model, oldest first; the last is the newest.
+    pub fn insert_versions(&mut self, versions: Vec<Arc<Model>>) {
+        for m in &versions {
+            let id = m.identity();
+            self.by_key.insert(format!("{}@{}", id.name, id.version), m.clone());
+            self.all.push(m.clone());
+        }
+        if let Some(newest) = versions.last() {
+            self.by_key.insert(newest.name().to_string(), newest.clone());
+        }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
-        self.models.get(name)
+    /// `name` (newest version) or `name@version`.
+    pub fn get(&self, key: &str) -> Option<&Arc<Model>> {
+        self.by_key.get(key)
     }
 
+    /// Every loaded model version.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Model>> {
-        self.models.values()
+        self.all.iter()
     }
 }

@@ -41,7 +41,7 @@ impl std::fmt::Display for Provider {
 }
 
 /// How to load a model: from the validated config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadSpec {
     pub target: Target,
     /// Sessions in the pool: requests that can run on this model at once.
@@ -58,40 +58,81 @@ pub struct Port {
     pub shape: Vec<i64>,
 }
 
+/// Which model this is: name, version, and the file it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub version: String,
+    pub file: std::path::PathBuf,
+    /// SHA-256 of the model file.
+    pub sha256: String,
+}
+
 pub struct Model {
-    name: String,
+    id: Identity,
+    loaded_at: std::time::SystemTime,
     provider: Provider,
     inputs: Vec<Port>,
     outputs: Vec<Port>,
     labels: Arc<Vec<String>>,
+    spec: LoadSpec,
     pool: Mutex<Vec<Session>>,
     returned: Condvar,
 }
 
 impl Model {
     /// Loads `instances` sessions of the file. Blocking: call it off the async runtime.
-    pub fn load(name: &str, file: &Path, labels: Vec<String>, spec: &LoadSpec) -> Result<Self, NnError> {
+    pub fn load(id: Identity, labels: Vec<String>, spec: &LoadSpec) -> Result<Self, NnError> {
         let env = super::runtime::environment()?;
+        let (name, file) = (id.name.as_str(), id.file.as_path());
         let (first, provider) = open_session(env, name, file, spec)?;
-        let inputs = first.inputs().iter().map(port).collect();
+        let inputs: Vec<Port> = first.inputs().iter().map(port).collect();
         let outputs = first.outputs().iter().map(port).collect();
         let mut pool = vec![first];
         for _ in 1..spec.instances.max(1) {
             pool.push(open_session(env, name, file, spec)?.0);
         }
+        // A session's first run allocates its buffers: pay that now, not on a request.
+        if let Some(zeros) = zero_inputs(&inputs) {
+            for session in &mut pool {
+                let values = zeros.iter().map(|(n, t)| Ok((n.as_str(), tensor_ref(t)?))).collect::<Result<Vec<_>, NnError>>()?;
+                if let Err(e) = session.run(values) {
+                    tracing::warn!(model = name, "warm-up run on zeros failed (serving anyway): {e}");
+                    break;
+                }
+            }
+        }
         Ok(Model {
-            name: name.to_string(),
+            id,
+            loaded_at: std::time::SystemTime::now(),
             provider,
             inputs,
             outputs,
             labels: Arc::new(labels),
+            spec: spec.clone(),
             pool: Mutex::new(pool),
             returned: Condvar::new(),
         })
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.id.name
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.id
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn spec(&self) -> &LoadSpec {
+        &self.spec
+    }
+
+    pub fn loaded_at(&self) -> std::time::SystemTime {
+        self.loaded_at
     }
 
     pub fn provider(&self) -> Provider {
@@ -123,10 +164,10 @@ impl Model {
         let mut session = self.checkout();
         let result = session
             .run(values)
-            .map_err(|e| NnError::Runtime(format!("model '{}': {e}", self.name)))
+            .map_err(|e| NnError::Runtime(format!("model '{}': {e}", self.id.name)))
             .and_then(|outs| {
                 outs.iter()
-                    .map(|(name, v)| Ok((name.to_string(), from_value(&self.name, name, &v)?)))
+                    .map(|(name, v)| Ok((name.to_string(), from_value(&self.id.name, name, &v)?)))
                     .collect::<Result<Vec<_>, NnError>>()
             });
         self.checkin(session);
@@ -141,12 +182,12 @@ impl Model {
         let mut ordered = Vec::with_capacity(self.inputs.len());
         for port in &self.inputs {
             let at = given.iter().position(|(n, _)| n == &port.name).ok_or_else(|| {
-                NnError::InvalidTensor(format!("model '{}' needs an input named '{}'", self.name, port.name))
+                NnError::InvalidTensor(format!("model '{}' needs an input named '{}'", self.id.name, port.name))
             })?;
             ordered.push(given.swap_remove(at));
         }
         if let Some((extra, _)) = given.first() {
-            return Err(NnError::InvalidTensor(format!("model '{}' has no input named '{extra}'", self.name)));
+            return Err(NnError::InvalidTensor(format!("model '{}' has no input named '{extra}'", self.id.name)));
         }
         Ok(ordered)
     }
@@ -196,6 +237,26 @@ fn open_session(
         .and_then(|mut b| b.commit_from_file(file).map_err(|e| e.to_string()))
         .map_err(fail)?;
     Ok((session, Provider::Cpu))
+}
+
+/// A zero tensor per input, dynamic dimensions taken as 1; `None` when an
+/// input's element type cannot be made.
+fn zero_inputs(inputs: &[Port]) -> Option<Vec<(String, Tensor)>> {
+    inputs
+        .iter()
+        .map(|p| {
+            let dims: Vec<u32> = p.shape.iter().map(|&d| if d > 0 { d as u32 } else { 1 }).collect();
+            let n = dims.iter().product::<u32>() as usize;
+            let data = match p.ty? {
+                ElemType::F32 => TensorData::F32(vec![0.0; n]),
+                ElemType::F64 => TensorData::F64(vec![0.0; n]),
+                ElemType::U8 => TensorData::U8(vec![0; n]),
+                ElemType::I32 => TensorData::I32(vec![0; n]),
+                ElemType::I64 => TensorData::I64(vec![0; n]),
+            };
+            Some((p.name.clone(), Tensor { dims, data }))
+        })
+        .collect()
 }
 
 fn port(o: &ort::value::Outlet) -> Port {

@@ -31,11 +31,13 @@ pub struct ErrorRes {
 pub struct NnCtx {
     registry: Arc<Registry>,
     pub inference: Duration,
+    /// `(name, version)` of the last model computed, for the answer.
+    pub last_model: Option<(String, String)>,
 }
 
 impl NnCtx {
     pub fn new(registry: Arc<Registry>) -> Self {
-        NnCtx { registry, inference: Duration::ZERO }
+        NnCtx { registry, inference: Duration::ZERO, last_model: None }
     }
 }
 
@@ -106,6 +108,8 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         let started = Instant::now();
         let result = model.run(named);
         self.ctx.inference += started.elapsed();
+        let id = model.identity();
+        self.ctx.last_model = Some((id.name.clone(), id.version.clone()));
         match result {
             Ok(outputs) => {
                 let mut out = Vec::with_capacity(outputs.len());

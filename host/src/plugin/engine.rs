@@ -32,10 +32,18 @@ impl Default for SandboxLimits {
     }
 }
 
+impl From<&crate::config::ServerSettings> for SandboxLimits {
+    fn from(s: &crate::config::ServerSettings) -> Self {
+        SandboxLimits { memory_bytes: s.plugin_memory_bytes, max_instances: s.max_plugin_instances }
+    }
+}
+
 /// A compiled plugin, ready to instantiate per request.
 pub struct Plugin {
     pub name: String,
+    pub path: std::path::PathBuf,
     pub sha256: String,
+    pub loaded_at: std::time::SystemTime,
     pub(crate) pre: PluginPre<StoreData>,
 }
 
@@ -68,17 +76,31 @@ impl Engine {
 
     /// Compiles and pre-instantiates a plugin. Blocking (tens of ms): call it off the async runtime.
     pub fn compile(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = read_plugin(name, path)?;
+        self.compile_bytes(name, path, &bytes)
+    }
+
+    /// Compiles plugin bytes already read (and hashed by the caller when it wants to reuse builds).
+    pub fn compile_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
         let fail = |why: String| PluginError::Load { plugin: name.into(), path: path.display().to_string(), why };
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("{e} (run `make plugins` to build the plugins)")))?;
-        let sha256 = hex(&Sha256::digest(&bytes));
-        let component = Component::new(&self.engine, &bytes).map_err(|e| fail(format!("not a valid component: {e}")))?;
+        let sha256 = hex(&Sha256::digest(bytes));
+        let component = Component::new(&self.engine, bytes).map_err(|e| fail(format!("not a valid component: {e}")))?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("does not fit the osprey:plugin world: {e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| fail(format!("does not export osprey:plugin/stage: {e:#}")))?;
-        Ok(Plugin { name: name.to_string(), sha256, pre })
+        Ok(Plugin { name: name.to_string(), path: path.to_path_buf(), sha256, loaded_at: std::time::SystemTime::now(), pre })
     }
+}
+
+/// Reads a plugin file, with the fix in the error when it is missing.
+pub fn read_plugin(name: &str, path: &Path) -> Result<Vec<u8>, PluginError> {
+    std::fs::read(path).map_err(|e| PluginError::Load {
+        plugin: name.into(),
+        path: path.display().to_string(),
+        why: format!("{e} (run `make plugins` to build the plugins)"),
+    })
 }
 
 fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreData>> {

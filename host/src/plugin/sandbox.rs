@@ -27,6 +27,8 @@ pub struct Outcome {
     pub source: Option<(u32, u32)>,
     pub detections: Option<Vec<Detection>>,
     pub classes: Option<Vec<ClassScore>>,
+    /// Version of the last model run, when the chain ran one.
+    pub model_version: Option<String>,
     /// Time spent inside models (wasi-nn `compute`).
     pub inference: Duration,
 }
@@ -126,6 +128,7 @@ impl Sandbox<'_> {
             source: frame.source.map(|s| (s.width, s.height)),
             detections: frame.detections,
             classes: frame.classes,
+            model_version: store.data().nn.last_model.as_ref().map(|(_, v)| v.clone()),
             inference: store.data().nn.inference,
         })
     }

@@ -4,13 +4,16 @@
 //! - `router`: method + path → host endpoint or route.
 //! - `body`: request body → the upload.
 //! - `respond`: the one map from results and errors to HTTP.
+//! - `admin`: `/admin/status` and `/admin/reload`, behind a bearer token.
 
+pub mod admin;
 pub mod body;
 pub mod respond;
 pub mod router;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +28,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::metrics::{Metrics, RequestLabels, RouteLabel};
 use crate::plugin::PluginError;
+use crate::reload;
 use crate::snapshot::Snapshot;
 use respond::Body;
 use router::{Miss, Target};
@@ -38,6 +43,8 @@ pub const GRACE: Duration = Duration::from_secs(30);
 pub enum ServeError {
     #[error("no route for this path")]
     NotFound,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
     #[error("method not allowed here; allowed: {}", .0.join(", "))]
     MethodNotAllowed(Vec<String>),
     #[error("{message}")]
@@ -54,15 +61,28 @@ pub enum ServeError {
     Internal(String),
 }
 
-/// What every connection shares: the current snapshot, swapped whole on reload.
+/// What every connection shares: the current snapshot (swapped whole on
+/// reload), where it was loaded from, the metrics and the reload state.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
+    /// The config file reloads read; `None` for a snapshot built in code.
+    pub config_path: Option<PathBuf>,
+    pub metrics: Metrics,
+    pub reload: reload::State,
     next_request: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot) -> Arc<Self> {
-        Arc::new(Shared { snapshot: ArcSwap::from_pointee(snapshot), next_request: AtomicU64::new(1) })
+    pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<Self> {
+        let metrics = Metrics::default();
+        metrics.generation.set(snapshot.generation as i64);
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            config_path,
+            metrics,
+            reload: reload::State::default(),
+            next_request: AtomicU64::new(1),
+        })
     }
 }
 
@@ -104,14 +124,18 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
 }
 
 /// One request, top to bottom.
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let snapshot = shared.snapshot.load_full();
     let (method, path) = (req.method().as_str().to_string(), req.uri().path().to_string());
+    let mut routed = false;
     let result = match router::find(&snapshot, &method, &path) {
         Ok(Target::Health) => Ok(respond::json_response(StatusCode::OK, &json!({"status": "alive"}))),
         Ok(Target::Ready) => Ok(ready(&snapshot)),
+        Ok(Target::Metrics) => Ok(respond::metrics(shared.metrics.encode())),
+        Ok(Target::Admin(op)) => admin::handle(shared, op, req.headers()).await,
         Ok(Target::Route(route)) => {
+            routed = true;
             let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
             run_route(snapshot.clone(), route, req, started, id).await
         }
@@ -122,6 +146,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         log_failure(&method, &path, &e);
         respond::error(&e)
     });
+    if routed {
+        let route = path.clone();
+        shared.metrics.requests.get_or_create(&RequestLabels { route: route.clone(), status: resp.status().as_u16() }).inc();
+        shared.metrics.latency.get_or_create(&RouteLabel { route }).observe(started.elapsed().as_secs_f64());
+    }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3);
     resp
 }
@@ -156,11 +185,15 @@ async fn run_route(
         Ok(Err(join)) => return Err(ServeError::Internal(format!("request task failed: {join}"))),
         Err(_) => return Err(ServeError::Deadline(deadline)),
     };
-    Ok(respond::outcome(&outcome, started.elapsed()))
+    Ok(respond::outcome(&outcome, &route.chain.signature, started.elapsed()))
 }
 
 fn ready(snapshot: &Snapshot) -> Response<Body> {
-    let models: Vec<_> = snapshot.registry.iter().map(|m| json!({"name": m.name(), "provider": m.provider().to_string()})).collect();
+    let models: Vec<_> = snapshot
+        .registry
+        .iter()
+        .map(|m| json!({"name": m.name(), "version": m.identity().version, "provider": m.provider().to_string()}))
+        .collect();
     let plugins: Vec<_> = snapshot.plugins.iter().map(|p| json!({"name": p.name, "sha256": p.sha256})).collect();
     respond::json_response(StatusCode::OK, &json!({"status": "ready", "models": models, "plugins": plugins}))
 }
@@ -170,6 +203,7 @@ fn log_failure(method: &str, path: &str, e: &ServeError) {
     match e {
         ServeError::Plugin(PluginError::Stage { .. })
         | ServeError::NotFound
+        | ServeError::Unauthorized
         | ServeError::MethodNotAllowed(_)
         | ServeError::BadRequest { .. }
         | ServeError::BodyTooLarge { .. }

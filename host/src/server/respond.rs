@@ -14,9 +14,10 @@ use crate::plugin::{Outcome, PluginError, StageErrorKind};
 pub type Body = Full<Bytes>;
 
 /// A chain's answer: detections or classes, with the source image size and timings.
-pub fn outcome(o: &Outcome, total: Duration) -> Response<Body> {
+pub fn outcome(o: &Outcome, chain: &str, total: Duration) -> Response<Body> {
     let mut answer = json!({
         "model": o.model,
+        "model_version": o.model_version,
         "image": o.source.map(|(w, h)| json!({"width": w, "height": h})),
     });
     if let Some(dets) = &o.detections {
@@ -42,13 +43,21 @@ pub fn outcome(o: &Outcome, total: Duration) -> Response<Body> {
         "total": ms(total),
         "inference": ms(o.inference),
     });
-    json_response(StatusCode::OK, &answer)
+    let mut resp = json_response(StatusCode::OK, &answer);
+    // Which plugin builds answered: lets a client see a reload take effect.
+    if let Ok(v) = HeaderValue::from_str(chain) {
+        resp.headers_mut().insert("x-osprey-chain", v);
+    }
+    resp
 }
 
 /// Status, code and message for every error a request can end in.
 pub fn error(e: &ServeError) -> Response<Body> {
     let (status, code) = status_of(e);
     let mut resp = json_response(status, &json!({"error": {"code": code, "message": e.to_string()}}));
+    if let ServeError::Unauthorized = e {
+        resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     if let ServeError::MethodNotAllowed(allowed) = e {
         if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
             resp.headers_mut().insert(ALLOW, v);
@@ -60,6 +69,7 @@ pub fn error(e: &ServeError) -> Response<Body> {
 fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
     match e {
         ServeError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ServeError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ServeError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
         ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
@@ -89,6 +99,13 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// `/metrics`, in the OpenMetrics text format.
+pub fn metrics(text: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     resp
 }
 

@@ -5,6 +5,8 @@ use crate::snapshot::Snapshot;
 pub enum Target {
     Health,
     Ready,
+    Metrics,
+    Admin(super::admin::Op),
     /// Index of the route in the snapshot.
     Route(usize),
 }
@@ -16,10 +18,15 @@ pub enum Miss {
 }
 
 pub fn find(snapshot: &Snapshot, method: &str, path: &str) -> Result<Target, Miss> {
+    use super::admin::Op;
     match (method, path) {
         ("GET" | "HEAD", "/healthz") => return Ok(Target::Health),
         ("GET" | "HEAD", "/readyz") => return Ok(Target::Ready),
-        (_, "/healthz" | "/readyz") => return Err(Miss::MethodNotAllowed(vec!["GET".into(), "HEAD".into()])),
+        ("GET" | "HEAD", "/metrics") => return Ok(Target::Metrics),
+        ("GET", "/admin/status") => return Ok(Target::Admin(Op::Status)),
+        ("POST", "/admin/reload") => return Ok(Target::Admin(Op::Reload)),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status") => return Err(Miss::MethodNotAllowed(vec!["GET".into()])),
+        (_, "/admin/reload") => return Err(Miss::MethodNotAllowed(vec!["POST".into()])),
         _ => {}
     }
     if let Some(i) = snapshot.routes.iter().position(|r| r.path == path && r.method == method) {

@@ -1,0 +1,86 @@
+//! Hot reload: build a complete new snapshot aside (config validated,
+//! components compiled, models loaded and warmed), then swap it in whole.
+//! A failure keeps the current snapshot serving and says why in one line.
+//!
+//! - `watch`: the file watcher thread that calls `reload` when files settle.
+
+pub mod watch;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config;
+use crate::metrics::{OutcomeLabel, ReloadOutcome};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+
+/// How a reload ended.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Success { generation: u64 },
+    RolledBack { reason: String, serving: u64 },
+}
+
+/// The last reload, for `/admin/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub cause: String,
+    /// Unix seconds.
+    pub at: u64,
+    pub took_ms: f64,
+}
+
+/// Reload state shared by the watcher and the admin API.
+#[derive(Default)]
+pub struct State {
+    /// One reload at a time; also holds the last record.
+    last: Mutex<Option<Record>>,
+}
+
+impl State {
+    pub fn last(&self) -> Option<Record> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Rebuilds from the config file and swaps. Blocking: call it on a blocking thread.
+pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
+    let mut last = shared.reload.last.lock().unwrap_or_else(|p| p.into_inner());
+    let started = Instant::now();
+    let current = shared.snapshot.load_full();
+    let built = match &shared.config_path {
+        None => Err("no config file to reload from".to_string()),
+        Some(path) => config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| Snapshot::build(c, &current.engine, Some(&current)).map_err(|e| e.to_string())),
+    };
+    let outcome = match built {
+        Ok(next) => {
+            let generation = next.generation;
+            shared.snapshot.store(Arc::new(next));
+            shared.metrics.generation.set(generation as i64);
+            shared.metrics.reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::success }).inc();
+            tracing::info!(generation, took_ms = started.elapsed().as_millis() as u64, "reload: now serving generation {generation} ({cause})");
+            Outcome::Success { generation }
+        }
+        Err(reason) => {
+            shared.metrics.reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::rolled_back }).inc();
+            // One line: what, where, why (config errors carry file:line:col).
+            tracing::warn!("reload rolled back, still serving generation {} ({cause}): {}", current.generation, reason.replace('\n', "; "));
+            Outcome::RolledBack { reason, serving: current.generation }
+        }
+    };
+    let record = Record {
+        outcome,
+        cause: cause.to_string(),
+        at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        took_ms: started.elapsed().as_secs_f64() * 1e3,
+    };
+    *last = Some(record.clone());
+    record
+}
