@@ -2,6 +2,8 @@
 //! default config and the real models that `make setup` fetched, and finds the
 //! test images.
 
+pub mod site;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

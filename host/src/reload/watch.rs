@@ -19,29 +19,30 @@ use crate::server::Shared;
 /// Quiet time after the last event before reloading.
 pub const SETTLE: Duration = Duration::from_millis(300);
 
-/// Starts the watcher thread; it runs for the life of the process.
+/// Arms the watches, then hands them to a thread that runs for the life of
+/// the process. Armed before returning, so no change after start is missed.
 pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("osprey-watch".into()).spawn(move || {
-        if let Err(e) = run(&shared) {
-            tracing::error!("file watcher stopped: {e}; reload with POST /admin/reload instead");
-        }
-    })?;
+    let (tx, rx) = channel();
+    let mut watcher = notify::recommended_watcher(tx).map_err(std::io::Error::other)?;
+    let armed = targets(&shared.snapshot.load().config, shared.config_path.as_deref());
+    rearm(&mut watcher, &Targets::default(), &armed);
+    std::thread::Builder::new().name("osprey-watch".into()).spawn(move || run(&shared, watcher, rx, armed))?;
     Ok(())
 }
 
-fn run(shared: &Arc<Shared>) -> notify::Result<()> {
-    let (tx, rx) = channel();
-    let mut watcher = notify::recommended_watcher(tx)?;
-    let mut armed = Targets::default();
+fn run(shared: &Arc<Shared>, mut watcher: RecommendedWatcher, rx: Receiver<notify::Result<notify::Event>>, mut armed: Targets) {
     loop {
-        let wanted = targets(&shared.snapshot.load().config, shared.config_path.as_deref());
-        rearm(&mut watcher, &armed, &wanted);
-        armed = wanted;
-        let changed = wait_for_change(&rx, &armed);
-        let Some(changed) = changed else { return Ok(()) };
+        let Some(changed) = wait_for_change(&rx, &armed) else {
+            tracing::error!("file watcher stopped; reload with POST /admin/reload instead");
+            return;
+        };
         let cause = format!("changed: {}", changed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
         // The reload itself is blocking work on this (non-async) thread.
         super::reload(shared, &cause);
+        // The new config may name other files: watch those from now on.
+        let wanted = targets(&shared.snapshot.load().config, shared.config_path.as_deref());
+        rearm(&mut watcher, &armed, &wanted);
+        armed = wanted;
     }
 }
 
