@@ -31,9 +31,11 @@ use std::time::Instant;
 
 use load::{Clock, Stats, Window};
 use osprey::imaging::{self, Elem, Fit, Layout, Placement, TensorSpec};
+use osprey::config::{ModelDef, ModelSource};
+use osprey::nn::model::Identity;
 use osprey::nn::{Model, Tensor, TensorData};
 use osprey_plugin_sdk::nn::Output;
-use osprey_plugin_sdk::{geometry, labels, Size};
+use osprey_plugin_sdk::{geometry, labels, Size, TensorType};
 use serde_json::{Map, Value};
 
 /// Routes of the default config and the photo each is measured on.
@@ -80,8 +82,10 @@ fn repo() -> PathBuf {
     osprey_tests::repo()
 }
 
+/// `OSPREY_BENCH_CONFIG`, else the default config: lets one compare, say,
+/// other `instances`/`threads` for the models, on every mode alike.
 fn config_path() -> PathBuf {
-    repo().join("config/osprey.toml")
+    std::env::var_os("OSPREY_BENCH_CONFIG").map_or_else(|| repo().join("config/osprey.toml"), PathBuf::from)
 }
 
 /// The three levels over HTTP against one fresh server.
@@ -193,13 +197,8 @@ impl Pipeline {
         };
         let name = interpret.settings["model"].as_str().expect("a model setting");
         let def = config.models.iter().find(|m| m.name == name).expect("model in config");
-        let labels = match &def.labels {
-            Some(f) => std::fs::read_to_string(f).expect("labels").lines().map(|l| l.trim().to_string()).collect(),
-            None => Vec::new(),
-        };
-        let model = Model::load(name, &def.file, labels, &def.load).unwrap_or_else(|e| panic!("{e}"));
         let (spec, max_pixels) = tensor_spec(&prep.settings);
-        Pipeline { spec, max_pixels, model, post }
+        Pipeline { spec, max_pixels, model: load_model(def), post }
     }
 
     /// What `image-prep` does through the `imaging` interface.
@@ -256,15 +255,27 @@ impl Pipeline {
     }
 }
 
-/// A host tensor as the SDK's `Output`: the copy a plugin makes when it reads one.
+/// The model as the server loads it: same file, labels, sessions and threads.
+fn load_model(def: &ModelDef) -> Model {
+    let ModelSource::File(file) = &def.source else { panic!("model '{}': the bench loads single-file models", def.name) };
+    let labels = match &def.labels {
+        Some(f) => std::fs::read_to_string(f).expect("labels").lines().map(|l| l.trim().to_string()).collect(),
+        None => Vec::new(),
+    };
+    let id = Identity { name: def.name.clone(), version: "1".into(), file: file.clone(), sha256: String::new() };
+    Model::load(id, labels, &def.load).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A host tensor as the SDK's `Output`, through the same `to_bytes` that
+/// answers wasi-nn's `tensor.data` (a plugin then copies those into its memory).
 fn output(model: &str, i: usize, name: &str, t: &Tensor) -> Output {
     let what = format!("model '{model}' output {i} ({name})");
-    match &t.data {
-        TensorData::F32(v) => Output::from_f32(&what, &t.dims, v),
-        TensorData::U8(v) => Output::from_u8(&what, &t.dims, v),
+    let ty = match &t.data {
+        TensorData::F32(_) => TensorType::Fp32,
+        TensorData::U8(_) => TensorType::U8,
         _ => panic!("{what}: only FP32 and U8 outputs are read by these plugins"),
-    }
-    .expect("output")
+    };
+    Output::new(what, t.dims.clone(), ty, t.to_bytes()).expect("output")
 }
 
 /// `image-prep`'s settings (and defaults) as the host's `TensorSpec`.
@@ -311,9 +322,16 @@ impl Pipeline {
         let decode = median(&mut || drop(imaging::decode(bytes, self.max_pixels)));
         let prep = median(&mut || drop(imaging::to_tensor(&image, &self.spec)));
         let infer = median(&mut || drop(self.infer(input.clone())));
-        let post = median(&mut || drop(self.post(outputs.clone(), &placement, source)));
+        let post = median(&mut || {
+            std::hint::black_box(self.post(outputs.clone(), &placement, source));
+        });
+        // Part of `post`: the outputs as little-endian bytes (wasi-nn `tensor.data`).
+        let bytes_out = median(&mut || drop(outputs.iter().map(|(_, t)| t.to_bytes()).collect::<Vec<_>>()));
         let full = median(&mut || self.full(bytes));
-        println!("split decode={decode:.2} prep={prep:.2} inference={infer:.2} post={post:.2} full={full:.2}");
+        println!(
+            "split decode={decode:.2} prep={prep:.2} inference={infer:.2} post={post:.2} \
+             (of which outputs to_bytes={bytes_out:.2}) full={full:.2}"
+        );
     }
 }
 
@@ -327,11 +345,10 @@ fn detect_split() -> String {
     let server = load::Server::start(&repo().join("target/release/osprey"), &config_path());
     let url = format!("http://{}{route}", server.addr);
     let body = osprey_tests::image(photo);
-    let mut client_ms = Vec::new();
-    let mut answer = Value::Null;
+    let (client, mut client_ms, mut answer) = (reqwest::blocking::Client::new(), Vec::new(), Value::Null);
     for _ in 0..15 {
         let t = Instant::now();
-        answer = load::one(&url, content_type, &body);
+        answer = load::one(&client, &url, content_type, &body);
         client_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     client_ms.sort_by(f64::total_cmp);

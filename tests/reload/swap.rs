@@ -25,15 +25,16 @@ fn twenty_four_swaps_under_load_lose_no_request() {
     let client = {
         let (server, stop, failures) = (server.clone(), stop.clone(), failures.clone());
         std::thread::spawn(move || {
-            let mut served = 0;
+            let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 let (status, chain, answer) = detect(&server);
+                latencies.push(sent.elapsed());
                 if status != 200 || answer["detections"][0]["label"] != "cat" {
                     failures.lock().unwrap().push(format!("{status} {chain} {answer}"));
                 }
-                served += 1;
             }
-            served
+            latencies
         })
     };
     let original = std::fs::read(site.path("plugins/ssd.wasm")).unwrap();
@@ -64,14 +65,19 @@ fn twenty_four_swaps_under_load_lose_no_request() {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let served = client.join().unwrap();
+    let mut latencies = client.join().unwrap();
+    latencies.sort();
+    let served = latencies.len();
     let failures = failures.lock().unwrap();
     assert!(failures.is_empty(), "{} of {served} requests failed during the swaps: {:?}", failures.len(), &failures[..failures.len().min(3)]);
     assert!(served >= 24, "the client loop served only {served} requests");
     plugin_times.sort();
     model_times.sort();
     eprintln!(
-        "reload: {served} requests, 0 failed; new plugin visible after {:?} (median of {}), new model version after {:?} (median of {})",
+        "reload: {served} requests, 0 failed, latency p50 {:?} p99 {:?} during the swaps; \
+         new plugin answered after {:?} (median of {}), new model version after {:?} (median of {})",
+        latencies[served / 2],
+        latencies[served * 99 / 100],
         plugin_times[plugin_times.len() / 2],
         plugin_times.len(),
         model_times[model_times.len() / 2],

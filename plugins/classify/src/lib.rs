@@ -16,11 +16,11 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     #[serde(default = "Settings::default_model")]
-    model: String,
+    pub model: String,
     #[serde(default = "Settings::default_top", deserialize_with = "whole")]
-    top: usize,
+    pub top: usize,
     /// For U8 outputs only.
     #[serde(default = "Settings::default_scale")]
     scale: f32,
@@ -40,7 +40,7 @@ impl Settings {
         1.0 / 256.0
     }
 
-    fn parse(json: &str) -> Result<Self, StageError> {
+    pub fn parse(json: &str) -> Result<Self, StageError> {
         let s: Settings = parse(json)?;
         check_range("top", s.top, 1, 100_000)?;
         check_range("scale", s.scale, f32::MIN_POSITIVE, f32::MAX)?;
@@ -74,7 +74,7 @@ impl Stage for Classify {
 export_stage!(Classify);
 
 /// The scores of a `[1, K]` (or `[K]`) output as probabilities.
-fn probabilities(out: &Output, s: &Settings) -> Result<Vec<f32>, StageError> {
+pub fn probabilities(out: &Output, s: &Settings) -> Result<Vec<f32>, StageError> {
     let leading_ones = out.dims.iter().rev().skip(1).all(|&d| d == 1);
     if out.dims.is_empty() || !leading_ones {
         return Err(out.shape_error("[1, classes]"));
@@ -112,7 +112,7 @@ fn softmax(v: &mut [f32]) {
 
 /// The `k` highest scores with their class ids, highest first; on ties the
 /// lower class id comes first.
-fn top_k(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
+pub fn top_k(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut ranked: Vec<(u32, f32)> = scores
         .iter()
         .enumerate()

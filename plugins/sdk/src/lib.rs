@@ -67,9 +67,19 @@ pub use bindings::wasi::nn::tensor::{Tensor, TensorType};
 /// Exports a type implementing [`Stage`] as the plugin's one stage.
 ///
 /// Call it once, at the root of the plugin crate.
+///
+/// Only wasm builds export anything: a native build of a plugin (its unit
+/// tests, or its `rlib` used by the host's benchmark) has no component host,
+/// and the export names (`osprey:plugin/stage@0.1.0#run`) are not valid
+/// native linker symbols.
 #[macro_export]
 macro_rules! export_stage {
     ($ty:ident) => {
+        #[cfg(target_family = "wasm")]
         $crate::bindings::__export_world!($ty with_types_in $crate::bindings);
+        // Keeps the stage type "used" natively, where nothing exports it.
+        #[cfg(not(target_family = "wasm"))]
+        const _: fn($crate::Frame, String) -> Result<$crate::Frame, $crate::StageError> =
+            <$ty as $crate::Stage>::run;
     };
 }

@@ -19,13 +19,13 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     #[serde(default = "Settings::default_model")]
-    model: String,
+    pub model: String,
     #[serde(default = "Settings::default_conf")]
-    conf: f32,
+    pub conf: f32,
     #[serde(default = "Settings::default_max_det", deserialize_with = "whole")]
-    max_det: usize,
+    pub max_det: usize,
     #[serde(default)]
     outputs: OutputIndexes,
 }
@@ -41,7 +41,7 @@ impl Settings {
         100
     }
 
-    fn parse(json: &str) -> Result<Self, StageError> {
+    pub fn parse(json: &str) -> Result<Self, StageError> {
         let s: Settings = parse(json)?;
         check_range("conf", s.conf, 0.0, 1.0)?;
         check_range("max_det", s.max_det, 1, 100_000)?;
@@ -76,11 +76,11 @@ impl Default for OutputIndexes {
 }
 
 /// The four outputs, copied into the guest.
-struct Heads {
-    boxes: Output,
-    classes: Output,
-    scores: Output,
-    count: Output,
+pub struct Heads {
+    pub boxes: Output,
+    pub classes: Output,
+    pub scores: Output,
+    pub count: Output,
 }
 
 impl Heads {
@@ -130,7 +130,7 @@ export_stage!(Ssd);
 
 /// The valid rows scoring at least `conf`, as boxes in input pixels, sorted
 /// by score and cut at `max_det`.
-fn decode(h: &Heads, input: Size, conf: f32, max_det: usize) -> Result<Vec<Detection>, StageError> {
+pub fn decode(h: &Heads, input: Size, conf: f32, max_det: usize) -> Result<Vec<Detection>, StageError> {
     let k = match h.boxes.dims[..] {
         [1, k, 4] => k as usize,
         _ => return Err(h.boxes.shape_error("[1, K, 4]")),

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     #[serde(default = "Settings::default_model")]
     model: String,
     #[serde(default = "Settings::default_conf")]
@@ -47,7 +47,7 @@ impl Settings {
         300
     }
 
-    fn parse(json: &str) -> Result<Self, StageError> {
+    pub fn parse(json: &str) -> Result<Self, StageError> {
         let s: Settings = parse(json)?;
         check_range("conf", s.conf, 0.0, 1.0)?;
         check_range("iou", s.iou, 0.0, 1.0)?;
@@ -82,7 +82,7 @@ export_stage!(Yolo);
 
 /// Decodes the head and suppresses overlaps: detections in input pixels,
 /// sorted by score, without labels.
-fn detect(head: &Output, input: Size, s: &Settings) -> Result<Vec<Detection>, StageError> {
+pub fn detect(head: &Output, input: Size, s: &Settings) -> Result<Vec<Detection>, StageError> {
     let mut dets = decode(head, input, s.conf)?;
     if let Some(cap) = s.max_candidates {
         if dets.len() > cap {
@@ -94,7 +94,7 @@ fn detect(head: &Output, input: Size, s: &Settings) -> Result<Vec<Detection>, St
 }
 
 /// The rows of the head scoring at least `conf`, as boxes in input pixels.
-fn decode(head: &Output, input: Size, conf: f32) -> Result<Vec<Detection>, StageError> {
+pub fn decode(head: &Output, input: Size, conf: f32) -> Result<Vec<Detection>, StageError> {
     let (rows, width) = match head.dims[..] {
         [1, n, w] if w > 5 => (n as usize, w as usize),
         _ => return Err(head.shape_error("[1, N, 5 + classes]")),
