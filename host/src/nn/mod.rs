@@ -2,10 +2,12 @@
 //!
 //! - `runtime`: finds and loads the ONNX Runtime library, once per process.
 //! - `model`: one model file as a pool of sessions, with its execution provider.
+//! - `pool`: the first-come, first-served pool those sessions wait in.
 //! - `tensor`: the host-side tensor behind wasi-nn `tensor` handles.
 //! - `wasi`: the wasi-nn host interface that plugins call (`load-by-name`, `compute`).
 
 pub mod model;
+pub mod pool;
 pub mod runtime;
 pub mod tensor;
 pub mod wasi;

@@ -6,11 +6,12 @@
 //! (never tokio workers), so waiting for a free session simply blocks.
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+use super::pool::Pool;
 use super::tensor::{ElemType, Tensor, TensorData};
 use super::NnError;
 
@@ -76,8 +77,7 @@ pub struct Model {
     outputs: Vec<Port>,
     labels: Arc<Vec<String>>,
     spec: LoadSpec,
-    pool: Mutex<Vec<Session>>,
-    returned: Condvar,
+    pool: Pool<Session>,
 }
 
 impl Model {
@@ -110,8 +110,7 @@ impl Model {
             outputs,
             labels: Arc::new(labels),
             spec: spec.clone(),
-            pool: Mutex::new(pool),
-            returned: Condvar::new(),
+            pool: Pool::new(pool),
         })
     }
 
@@ -161,17 +160,15 @@ impl Model {
             .iter()
             .map(|(name, t)| Ok((name.as_str(), tensor_ref(t)?)))
             .collect::<Result<Vec<_>, NnError>>()?;
-        let mut session = self.checkout();
-        let result = session
+        let mut session = self.pool.lease();
+        session
             .run(values)
             .map_err(|e| NnError::Runtime(format!("model '{}': {e}", self.id.name)))
             .and_then(|outs| {
                 outs.iter()
                     .map(|(name, v)| Ok((name.to_string(), from_value(&self.id.name, name, &v)?)))
                     .collect::<Result<Vec<_>, NnError>>()
-            });
-        self.checkin(session);
-        result
+            })
     }
 
     fn order_inputs(&self, mut given: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {
@@ -190,21 +187,6 @@ impl Model {
             return Err(NnError::InvalidTensor(format!("model '{}' has no input named '{extra}'", self.id.name)));
         }
         Ok(ordered)
-    }
-
-    fn checkout(&self) -> Session {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(s) = pool.pop() {
-                return s;
-            }
-            pool = self.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn checkin(&self, session: Session) {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(session);
-        self.returned.notify_one();
     }
 }
 
