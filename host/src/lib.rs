@@ -15,6 +15,7 @@
 //! - `nn`: ONNX Runtime sessions and the wasi-nn host interface.
 //! - `reload`: rebuild the snapshot aside and swap it in; the file watcher.
 //! - `metrics`: Prometheus metrics at `/metrics`.
+//! - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
 
 pub mod chain;
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod imaging;
 pub mod metrics;
 pub mod nn;
+pub mod oip;
 pub mod plugin;
 pub mod reload;
 pub mod server;

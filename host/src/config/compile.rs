@@ -165,7 +165,7 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, d: &mut Diagnos
     if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.contains("//") {
         d.error(r.path.span(), format!("route path \"{path}\" is not a plain absolute path"), Some("like \"/v1/detect\": starts with '/', no query".into()));
         ok = false;
-    } else if RESERVED.contains(&path.as_str()) || path == "/admin" || path.starts_with("/admin/") {
+    } else if RESERVED.contains(&path.as_str()) || ["/admin", "/v2"].iter().any(|r| path == r || path.starts_with(&format!("{r}/"))) {
         d.error(r.path.span(), format!("route path \"{path}\" is answered by the host itself"), Some("pick another path".into()));
         ok = false;
     }

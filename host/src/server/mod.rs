@@ -134,6 +134,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         Ok(Target::Ready) => Ok(ready(&snapshot)),
         Ok(Target::Metrics) => Ok(respond::metrics(shared.metrics.encode())),
         Ok(Target::Admin(op)) => admin::handle(shared, op, req.headers()).await,
+        Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
         Ok(Target::Route(route)) => {
             routed = true;
             let id = shared.next_request.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,8 @@ pub enum Target {
     Ready,
     Metrics,
     Admin(super::admin::Op),
+    /// Anything under `/v2`: the Open Inference Protocol.
+    Oip,
     /// Index of the route in the snapshot.
     Route(usize),
 }
@@ -27,6 +29,7 @@ pub fn find(snapshot: &Snapshot, method: &str, path: &str) -> Result<Target, Mis
         ("POST", "/admin/reload") => return Ok(Target::Admin(Op::Reload)),
         (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status") => return Err(Miss::MethodNotAllowed(vec!["GET".into()])),
         (_, "/admin/reload") => return Err(Miss::MethodNotAllowed(vec!["POST".into()])),
+        (_, p) if p == "/v2" || p.starts_with("/v2/") => return Ok(Target::Oip),
         _ => {}
     }
     if let Some(i) = snapshot.routes.iter().position(|r| r.path == path && r.method == method) {
