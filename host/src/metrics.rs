@@ -1,4 +1,8 @@
-//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text).
+//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text). One
+//! registry per process, like Prometheus' own default registry: every layer
+//! records into it without threading a handle through each call.
+
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -8,11 +12,17 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
 pub enum ReloadOutcome {
-    #[allow(non_camel_case_types)]
     success,
-    #[allow(non_camel_case_types)]
     rolled_back,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CacheResult {
+    hit,
+    miss,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,34 +41,112 @@ pub struct RouteLabel {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelVersionLabels {
+    pub model: String,
+    pub version: String,
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub route: String,
+    pub result: CacheResult,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn sizes() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 8))
+}
+
 /// Every metric the host keeps, registered once.
 pub struct Metrics {
     registry: Registry,
     pub reloads: Family<OutcomeLabel, Counter>,
     pub generation: Gauge,
     pub requests: Family<RequestLabels, Counter>,
-    pub latency: Family<RouteLabel, Histogram>,
+    pub total: Histograms<RouteLabel>,
+    pub plugin_time: Histograms<RouteLabel>,
+    pub rate_limited: Family<RouteLabel, Counter>,
+    pub cache: Family<CacheLabels, Counter>,
+    pub cache_bytes: Gauge,
+    queue_wait: Histograms<ModelLabel>,
+    inference: Histograms<ModelLabel>,
+    batch_size: Histograms<ModelLabel>,
+    queue_depth: Family<ModelLabel, Gauge>,
+    pub models: Family<ModelVersionLabels, Gauge>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("osprey");
-        let reloads = Family::<OutcomeLabel, Counter>::default();
-        registry.register("reload", "Reloads of config, plugins and models, by outcome", reloads.clone());
-        let generation = Gauge::default();
-        registry.register("snapshot_generation", "Generation of the snapshot being served (1 at start)", generation.clone());
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Routed requests by route and status", requests.clone());
-        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
-        registry.register("request_duration_seconds", "Time from request to answer, by route", latency.clone());
-        Metrics { registry, reloads, generation, requests, latency }
-    }
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
 }
 
 impl Metrics {
+    fn new() -> Self {
+        let mut r = Registry::with_prefix("osprey");
+        let m = Metrics {
+            reloads: Family::default(),
+            generation: Gauge::default(),
+            requests: Family::default(),
+            total: Family::new_with_constructor(seconds),
+            plugin_time: Family::new_with_constructor(seconds),
+            rate_limited: Family::default(),
+            cache: Family::default(),
+            cache_bytes: Gauge::default(),
+            queue_wait: Family::new_with_constructor(seconds),
+            inference: Family::new_with_constructor(seconds),
+            batch_size: Family::new_with_constructor(sizes),
+            queue_depth: Family::default(),
+            models: Family::default(),
+            registry: Registry::default(),
+        };
+        r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
+        r.register("snapshot_generation", "Generation of the snapshot being served (1 at start)", m.generation.clone());
+        r.register("requests", "Routed requests by route and status", m.requests.clone());
+        r.register("request_duration_seconds", "Time from request to answer, by route", m.total.clone());
+        r.register("plugin_duration_seconds", "Time in plugins (the chain minus inference), by route", m.plugin_time.clone());
+        r.register("rate_limited", "Requests refused by a token bucket, by route", m.rate_limited.clone());
+        r.register("cache_lookups", "Result cache lookups, by route and result", m.cache.clone());
+        r.register("cache_bytes", "Bytes held by the in-memory result cache", m.cache_bytes.clone());
+        r.register("queue_wait_seconds", "Time a request waited in its model's queue", m.queue_wait.clone());
+        r.register("inference_seconds", "Time of one model run (a whole batch)", m.inference.clone());
+        r.register("batch_size", "Requests per model run", m.batch_size.clone());
+        r.register("queue_depth", "Requests waiting per model", m.queue_depth.clone());
+        r.register("model_loaded", "1 for each model version loaded, by provider", m.models.clone());
+        Metrics { registry: r, ..m }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+
+    pub fn queue_wait(&self, model: &str) -> Histogram {
+        self.queue_wait.get_or_create(&ModelLabel { model: model.into() }).clone()
+    }
+
+    pub fn inference(&self, model: &str) -> Histogram {
+        self.inference.get_or_create(&ModelLabel { model: model.into() }).clone()
+    }
+
+    pub fn batch_size(&self, model: &str) -> Histogram {
+        self.batch_size.get_or_create(&ModelLabel { model: model.into() }).clone()
+    }
+
+    pub fn queue_depth(&self, model: &str) -> Gauge {
+        self.queue_depth.get_or_create(&ModelLabel { model: model.into() }).clone()
     }
 }

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use osprey::metrics::{OutcomeLabel, ReloadOutcome};
 use reqwest::Method;
 
 use super::*;
@@ -13,7 +12,7 @@ use super::*;
 const VISIBLE: Duration = Duration::from_secs(15);
 
 fn rolled_back(server: &TestServer) -> u64 {
-    server.shared.metrics.reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::rolled_back }).get()
+    server.shared.reload.counts().1
 }
 
 #[test]

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::diag::Diagnostics;
 use super::raw::{RawConfig, RawModel, RawRoute};
 use super::{AdminSettings, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef};
-use crate::nn::{ElemType, LoadSpec, Target};
+use crate::nn::{Batching, ElemType, LoadSpec, Target};
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 /// Paths the host answers itself; routes may not take them.
@@ -103,13 +103,14 @@ fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<
     };
     let instances = count(&m.instances, "instances", d);
     let threads = count(&m.threads, "threads", d);
+    let batching = batching(m, d);
     let input = m.input.as_ref().and_then(|i| input(i, d));
     Some(ModelDef {
         name: name.get_ref().clone(),
         source: source?,
         labels,
         input,
-        load: LoadSpec { target, instances: instances?, threads: threads? },
+        load: LoadSpec { target, instances: instances?, threads: threads?, batching: batching? },
     })
     .filter(|_| ok)
 }
@@ -136,6 +137,32 @@ fn source(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics
             None
         }
     }
+}
+
+fn batching(m: &RawModel, d: &mut Diagnostics<'_>) -> Option<Batching> {
+    let mut b = Batching::default();
+    let before = d.list.len();
+    let mut within = |v: &Spanned<u32>, what: &str, max: u32| {
+        if (1..=max).contains(v.get_ref()) {
+            Some(*v.get_ref() as usize)
+        } else {
+            d.error(v.span(), format!("{what} = {} is out of range", v.get_ref()), Some(format!("between 1 and {max}")));
+            None
+        }
+    };
+    if let Some(v) = &m.max_batch {
+        b.max_batch = within(v, "max_batch", 256).unwrap_or(1);
+    }
+    if let Some(v) = &m.queue_size {
+        b.queue_size = within(v, "queue_size", 100_000).unwrap_or(1);
+    }
+    if let Some(v) = &m.max_queue_delay_us {
+        if *v.get_ref() > 1_000_000 {
+            d.error(v.span(), format!("max_queue_delay_us = {} is more than a second", v.get_ref()), Some("batching delays are microseconds to milliseconds".into()));
+        }
+        b.max_delay = Duration::from_micros(*v.get_ref());
+    }
+    (d.list.len() == before).then_some(b)
 }
 
 fn input(i: &Spanned<super::raw::RawInput>, d: &mut Diagnostics<'_>) -> Option<InputSpec> {

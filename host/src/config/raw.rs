@@ -57,6 +57,12 @@ pub struct RawModel {
     pub target: Option<Spanned<String>>,
     pub instances: Option<Spanned<u32>>,
     pub threads: Option<Spanned<u32>>,
+    /// Dynamic batching: most requests per run (1 = off).
+    pub max_batch: Option<Spanned<u32>>,
+    /// How long the first request of a batch waits for more, in microseconds.
+    pub max_queue_delay_us: Option<Spanned<u64>>,
+    /// Requests that may wait for this model; more are answered 429.
+    pub queue_size: Option<Spanned<u32>>,
 }
 
 /// What the model takes, checked against the file when it loads.

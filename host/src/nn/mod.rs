@@ -2,12 +2,12 @@
 //!
 //! - `runtime`: finds and loads the ONNX Runtime library, once per process.
 //! - `model`: one model file as a pool of sessions, with its execution provider.
-//! - `pool`: the first-come, first-served pool those sessions wait in.
+//! - `scheduler`: the model's bounded queue and dynamic batching, one worker per session.
 //! - `tensor`: the host-side tensor behind wasi-nn `tensor` handles.
 //! - `wasi`: the wasi-nn host interface that plugins call (`load-by-name`, `compute`).
 
 pub mod model;
-pub mod pool;
+pub mod scheduler;
 pub mod runtime;
 pub mod tensor;
 pub mod wasi;
@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use model::{Identity, LoadSpec, Model, Provider, Target};
+pub use scheduler::Batching;
 pub use tensor::{ElemType, Tensor, TensorData};
 
 /// Errors of the model layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NnError {
     #[error(
         "ONNX Runtime library not found at {path} ({why}); run `make setup` to fetch it, \
@@ -35,6 +36,10 @@ pub enum NnError {
     InvalidTensor(String),
     #[error("{0}")]
     Runtime(String),
+    #[error("model '{model}' has {size} requests waiting already; retry shortly")]
+    QueueFull { model: String, size: usize },
+    #[error("the deadline passed while the request waited for model '{model}'")]
+    Deadline { model: String },
 }
 
 /// The models of one snapshot, shared by every request's store. A model is

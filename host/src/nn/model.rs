@@ -1,4 +1,4 @@
-//! A loaded model: a small pool of ONNX Runtime sessions over one file.
+//! A loaded model: ONNX Runtime sessions over one file, behind its scheduler.
 //!
 //! `Session::run` needs `&mut self`, so one session serves one request at a
 //! time; a pool of them lets concurrent requests on the same model run side by
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use super::pool::Pool;
+use super::scheduler::{Batching, Inputs, Runner, Scheduler};
 use super::tensor::{ElemType, Tensor, TensorData};
 use super::NnError;
 
@@ -49,6 +49,7 @@ pub struct LoadSpec {
     pub instances: usize,
     /// Threads each session may use inside one run.
     pub threads: usize,
+    pub batching: Batching,
 }
 
 #[derive(Debug, Clone)]
@@ -77,7 +78,30 @@ pub struct Model {
     outputs: Vec<Port>,
     labels: Arc<Vec<String>>,
     spec: LoadSpec,
-    pool: Pool<Session>,
+    scheduler: Arc<Scheduler>,
+}
+
+impl Drop for Model {
+    /// The last request on this model is done (it held an `Arc`): let the
+    /// workers drain and exit, which frees the sessions.
+    fn drop(&mut self) {
+        self.scheduler.close();
+    }
+}
+
+/// A worker's session.
+struct SessionRunner {
+    model: String,
+    session: Session,
+}
+
+impl Runner for SessionRunner {
+    fn run(&mut self, inputs: &Inputs) -> Result<Inputs, NnError> {
+        let values = inputs.iter().map(|(name, t)| Ok((name.as_str(), tensor_ref(t)?))).collect::<Result<Vec<_>, NnError>>()?;
+        let model = &self.model;
+        let outs = self.session.run(values).map_err(|e| NnError::Runtime(format!("model '{model}': {e}")))?;
+        outs.iter().map(|(name, v)| Ok((name.to_string(), from_value(model, name, &v)?))).collect()
+    }
 }
 
 impl Model {
@@ -88,20 +112,26 @@ impl Model {
         let (first, provider) = open_session(env, name, file, spec)?;
         let inputs: Vec<Port> = first.inputs().iter().map(port).collect();
         let outputs = first.outputs().iter().map(port).collect();
-        let mut pool = vec![first];
+        let fixed_batch = inputs.iter().any(|p| p.shape.first().is_some_and(|&d| d > 0));
+        if spec.batching.max_batch > 1 && fixed_batch {
+            let why = "its inputs have a fixed batch size, so it cannot batch requests: set max_batch = 1";
+            return Err(NnError::Load { model: name.into(), file: file.into(), why: why.into() });
+        }
+        let mut runners = vec![SessionRunner { model: name.into(), session: first }];
         for _ in 1..spec.instances.max(1) {
-            pool.push(open_session(env, name, file, spec)?.0);
+            runners.push(SessionRunner { model: name.into(), session: open_session(env, name, file, spec)?.0 });
         }
         // A session's first run allocates its buffers: pay that now, not on a request.
         if let Some(zeros) = zero_inputs(&inputs) {
-            for session in &mut pool {
-                let values = zeros.iter().map(|(n, t)| Ok((n.as_str(), tensor_ref(t)?))).collect::<Result<Vec<_>, NnError>>()?;
-                if let Err(e) = session.run(values) {
+            for r in &mut runners {
+                if let Err(e) = r.run(&zeros) {
                     tracing::warn!(model = name, "warm-up run on zeros failed (serving anyway): {e}");
                     break;
                 }
             }
         }
+        let scheduler = Scheduler::new(name, spec.batching);
+        scheduler.start(runners);
         Ok(Model {
             id,
             loaded_at: std::time::SystemTime::now(),
@@ -110,7 +140,7 @@ impl Model {
             outputs,
             labels: Arc::new(labels),
             spec: spec.clone(),
-            pool: Pool::new(pool),
+            scheduler,
         })
     }
 
@@ -153,22 +183,16 @@ impl Model {
     /// Runs the model on named inputs; returns every output, in the model's order.
     ///
     /// Input names are matched to the model's inputs; when the model has one
-    /// input and one tensor is given, its name does not matter.
+    /// input and one tensor is given, its name does not matter. Blocking: the
+    /// request waits its turn in the model's queue (and may be batched).
     pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {
+        self.run_until(inputs, None)
+    }
+
+    /// Like `run`, but gives up unrun when `deadline` passes while queued.
+    pub fn run_until(&self, inputs: Vec<(String, Tensor)>, deadline: Option<std::time::Instant>) -> Result<Vec<(String, Tensor)>, NnError> {
         let ordered = self.order_inputs(inputs)?;
-        let values = ordered
-            .iter()
-            .map(|(name, t)| Ok((name.as_str(), tensor_ref(t)?)))
-            .collect::<Result<Vec<_>, NnError>>()?;
-        let mut session = self.pool.lease();
-        session
-            .run(values)
-            .map_err(|e| NnError::Runtime(format!("model '{}': {e}", self.id.name)))
-            .and_then(|outs| {
-                outs.iter()
-                    .map(|(name, v)| Ok((name.to_string(), from_value(&self.id.name, name, &v)?)))
-                    .collect::<Result<Vec<_>, NnError>>()
-            })
+        self.scheduler.submit(ordered, deadline)
     }
 
     fn order_inputs(&self, mut given: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {

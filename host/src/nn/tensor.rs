@@ -120,6 +120,18 @@ impl TensorData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Elements `start..start + len`, copied.
+    pub fn slice(&self, start: usize, len: usize) -> TensorData {
+        let r = start..start + len;
+        match self {
+            TensorData::F32(v) => TensorData::F32(v[r].to_vec()),
+            TensorData::F64(v) => TensorData::F64(v[r].to_vec()),
+            TensorData::U8(v) => TensorData::U8(v[r].to_vec()),
+            TensorData::I32(v) => TensorData::I32(v[r].to_vec()),
+            TensorData::I64(v) => TensorData::I64(v[r].to_vec()),
+        }
+    }
 }
 
 fn element_count(dims: &[u32]) -> Result<usize, NnError> {

@@ -33,11 +33,16 @@ pub struct NnCtx {
     pub inference: Duration,
     /// `(name, version)` of the last model computed, for the answer.
     pub last_model: Option<(String, String)>,
+    /// The request's deadline: a request still queued then is dropped unrun.
+    pub deadline: Option<Instant>,
+    /// Set when a model refused the request for load (full queue, deadline in
+    /// the queue): the host answers 429/504 whatever the plugin made of it.
+    pub refused: Option<NnError>,
 }
 
 impl NnCtx {
     pub fn new(registry: Arc<Registry>) -> Self {
-        NnCtx { registry, inference: Duration::ZERO, last_model: None }
+        NnCtx { registry, inference: Duration::ZERO, last_model: None, deadline: None, refused: None }
     }
 }
 
@@ -106,7 +111,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             named.push((name, self.table.delete(t)?));
         }
         let started = Instant::now();
-        let result = model.run(named);
+        let result = model.run_until(named, self.ctx.deadline);
         self.ctx.inference += started.elapsed();
         let id = model.identity();
         self.ctx.last_model = Some((id.name.clone(), id.version.clone()));
@@ -119,6 +124,11 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
                 Ok(Ok(out))
             }
             Err(e @ NnError::InvalidTensor(_)) => self.fail(errors::ErrorCode::InvalidArgument, e.to_string()),
+            Err(e @ (NnError::QueueFull { .. } | NnError::Deadline { .. })) => {
+                let code = if matches!(e, NnError::Deadline { .. }) { errors::ErrorCode::Timeout } else { errors::ErrorCode::RuntimeError };
+                self.ctx.refused = Some(e.clone());
+                self.fail(code, e.to_string())
+            }
             Err(e) => self.fail(errors::ErrorCode::RuntimeError, e.to_string()),
         }
     }

@@ -44,6 +44,8 @@ pub enum PluginError {
     Trap { plugin: String, why: String },
     #[error("plugin '{plugin}' ran past the route's deadline")]
     Deadline { plugin: String },
+    #[error("{0}")]
+    Overloaded(String),
     #[error("plugin '{plugin}' exceeded its memory limit of {limit_mib} MiB")]
     OutOfMemory { plugin: String, limit_mib: u64 },
     #[error("sandbox: {0}")]

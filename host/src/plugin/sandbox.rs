@@ -104,6 +104,8 @@ impl Sandbox<'_> {
             memory: MemoryCap { limit: self.engine.limits.memory_bytes, hit: false },
             stderr,
         };
+        let mut data = data;
+        data.nn.deadline = Some(deadline);
         let mut store = Store::new(&self.engine.engine, data);
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_trap();
@@ -147,6 +149,13 @@ fn run_stage(store: &mut Store<StoreData>, stage: &StageCall<'_>, frame: Frame, 
         .pre
         .instantiate(&mut *store)
         .and_then(|p| p.osprey_plugin_stage().call_run(&mut *store, &frame, &stage.settings));
+    // A model that refused for load decides the answer, whatever the plugin made of it.
+    if let (Err(_) | Ok(Err(_)), Some(refused)) = (&result, store.data_mut().nn.refused.take()) {
+        return Err(match refused {
+            crate::nn::NnError::Deadline { .. } => PluginError::Deadline { plugin: plugin.clone() },
+            other => PluginError::Overloaded(other.to_string()),
+        });
+    }
     match result {
         Ok(Ok(next)) => Ok(next),
         Ok(Err(e)) => Err(PluginError::Stage { plugin: plugin.clone(), kind: kind_of(e.kind), message: e.message }),

@@ -6,6 +6,7 @@
 
 pub mod watch;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,11 +41,18 @@ pub struct Record {
 pub struct State {
     /// One reload at a time; also holds the last record.
     last: Mutex<Option<Record>>,
+    succeeded: AtomicU64,
+    rolled_back: AtomicU64,
 }
 
 impl State {
     pub fn last(&self) -> Option<Record> {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads of this server that succeeded and that rolled back.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.succeeded.load(Ordering::Relaxed), self.rolled_back.load(Ordering::Relaxed))
     }
 }
 
@@ -63,13 +71,15 @@ pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
         Ok(next) => {
             let generation = next.generation;
             shared.snapshot.store(Arc::new(next));
-            shared.metrics.generation.set(generation as i64);
-            shared.metrics.reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::success }).inc();
+            shared.reload.succeeded.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::global().generation.set(generation as i64);
+            crate::metrics::global().reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::success }).inc();
             tracing::info!(generation, took_ms = started.elapsed().as_millis() as u64, "reload: now serving generation {generation} ({cause})");
             Outcome::Success { generation }
         }
         Err(reason) => {
-            shared.metrics.reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::rolled_back }).inc();
+            shared.reload.rolled_back.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::global().reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::rolled_back }).inc();
             // One line: what, where, why (config errors carry file:line:col).
             tracing::warn!("reload rolled back, still serving generation {} ({cause}): {}", current.generation, reason.replace('\n', "; "));
             Outcome::RolledBack { reason, serving: current.generation }

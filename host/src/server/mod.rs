@@ -28,7 +28,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::metrics::{Metrics, RequestLabels, RouteLabel};
+use crate::metrics::{RequestLabels, RouteLabel};
 use crate::plugin::PluginError;
 use crate::reload;
 use crate::snapshot::Snapshot;
@@ -67,19 +67,16 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// The config file reloads read; `None` for a snapshot built in code.
     pub config_path: Option<PathBuf>,
-    pub metrics: Metrics,
     pub reload: reload::State,
     next_request: AtomicU64,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<Self> {
-        let metrics = Metrics::default();
-        metrics.generation.set(snapshot.generation as i64);
+        crate::metrics::global().generation.set(snapshot.generation as i64);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             config_path,
-            metrics,
             reload: reload::State::default(),
             next_request: AtomicU64::new(1),
         })
@@ -132,7 +129,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     let result = match router::find(&snapshot, &method, &path) {
         Ok(Target::Health) => Ok(respond::json_response(StatusCode::OK, &json!({"status": "alive"}))),
         Ok(Target::Ready) => Ok(ready(&snapshot)),
-        Ok(Target::Metrics) => Ok(respond::metrics(shared.metrics.encode())),
+        Ok(Target::Metrics) => Ok(respond::metrics(crate::metrics::global().encode())),
         Ok(Target::Admin(op)) => admin::handle(shared, op, req.headers()).await,
         Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
         Ok(Target::Route(route)) => {
@@ -149,8 +146,9 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     });
     if routed {
         let route = path.clone();
-        shared.metrics.requests.get_or_create(&RequestLabels { route: route.clone(), status: resp.status().as_u16() }).inc();
-        shared.metrics.latency.get_or_create(&RouteLabel { route }).observe(started.elapsed().as_secs_f64());
+        let metrics = crate::metrics::global();
+        metrics.requests.get_or_create(&RequestLabels { route: route.clone(), status: resp.status().as_u16() }).inc();
+        metrics.total.get_or_create(&RouteLabel { route }).observe(started.elapsed().as_secs_f64());
     }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3);
     resp

@@ -55,6 +55,10 @@ pub fn outcome(o: &Outcome, chain: &str, total: Duration) -> Response<Body> {
 pub fn error(e: &ServeError) -> Response<Body> {
     let (status, code) = status_of(e);
     let mut resp = json_response(status, &json!({"error": {"code": code, "message": e.to_string()}}));
+    if let ServeError::Plugin(PluginError::Overloaded(_)) = e {
+        // A full queue drains in about one model run: a second is a fair first retry.
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if let ServeError::Unauthorized = e {
         resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
@@ -87,6 +91,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
                 StageErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),
             },
             PluginError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            PluginError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             PluginError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_trapped"),
             PluginError::OutOfMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_out_of_memory"),
             PluginError::Load { .. } | PluginError::Sandbox(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),
