@@ -8,7 +8,7 @@ CARGO ?= cargo
 PLUGINS := image-prep yolo ssd classify misbehave
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models plugins host test-deps bench check
+.PHONY: serve test setup toolchain models plugins host test-deps test-services bench bench-deps bench-peers check
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
@@ -30,12 +30,44 @@ plugins: toolchain
 host:
 	$(CARGO) build --release -p osprey
 
-# Debian packages the test suite's services need (none yet beyond the toolchain).
-test-deps:
-	@true
+# The Python venv the Open Inference Protocol test drives the server from:
+# the unchanged Triton HTTP client, and ONNX Runtime for the reference answers.
+# A stamp holding the pins makes it idempotent: pip runs only when they change.
+OSPREY_CACHE ?= $(HOME)/.cache/osprey
+TEST_VENV := $(OSPREY_CACHE)/venv-test
+TEST_PINS := tritonclient[http]==2.73.0 numpy==2.2.6 onnxruntime==1.31.1 pillow==11.3.0
+
+test-deps: test-services
+	@if [ "$$(cat $(TEST_VENV)/.stamp 2>/dev/null)" != "$(TEST_PINS)" ]; then \
+	  set -e; python3 -m venv $(TEST_VENV); \
+	  $(TEST_VENV)/bin/pip install --quiet --disable-pip-version-check $(TEST_PINS); \
+	  echo "$(TEST_PINS)" > $(TEST_VENV)/.stamp; \
+	fi
+
+# Debian packages whose servers the tests start themselves on 127.0.0.1.
+test-services:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
 bench: setup
 	$(CARGO) bench -p osprey-tests --bench serving
+
+# The peers osprey is compared with (Flask + gunicorn, FastAPI + uvicorn, both
+# on ONNX Runtime): a venv built from tests/bench/requirements.txt. The stamp
+# holds that file's contents, so a second run does no pip work.
+PEERS_VENV := $(OSPREY_CACHE)/venv-peers
+PEERS_REQS := tests/bench/requirements.txt
+
+bench-deps:
+	@if ! cmp -s $(PEERS_REQS) $(PEERS_VENV)/.stamp; then \
+	  set -e; python3 -m venv $(PEERS_VENV); \
+	  $(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PEERS_REQS); \
+	  cp $(PEERS_REQS) $(PEERS_VENV)/.stamp; \
+	fi
+
+# osprey against the peers, same machine, same images, same load generator:
+# the table goes to stdout and target/bench-peers.md (README "Against the peers").
+bench-peers: setup bench-deps
+	OSPREY_PEERS_VENV=$(PEERS_VENV) $(CARGO) bench -p osprey-tests --bench peers
 
 check:
 	./target/release/osprey check --config config/osprey.toml

@@ -92,6 +92,15 @@ impl Chain {
     }
 }
 
+impl Overrides {
+    /// A stable text of the values, for cache keys.
+    pub fn canonical(&self) -> String {
+        let mut parts: Vec<String> = self.0.iter().map(|(i, n, v)| format!("{i}.{n}={v}")).collect();
+        parts.sort();
+        parts.join("&")
+    }
+}
+
 impl Stage {
     fn settings_with(&self, index: usize, overrides: &Overrides) -> Cow<'_, str> {
         let mine: Vec<_> = overrides.0.iter().filter(|(i, _, _)| *i == index).collect();

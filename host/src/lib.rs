@@ -15,8 +15,11 @@
 //! - `nn`: ONNX Runtime sessions and the wasi-nn host interface.
 //! - `reload`: rebuild the snapshot aside and swap it in; the file watcher.
 //! - `metrics`: Prometheus metrics at `/metrics`.
+//! - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
+//! - `ratelimit`: token buckets per client and route (memory or Redis).
 //! - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
 
+pub mod cache;
 pub mod chain;
 pub mod cli;
 pub mod config;
@@ -25,6 +28,7 @@ pub mod metrics;
 pub mod nn;
 pub mod oip;
 pub mod plugin;
+pub mod ratelimit;
 pub mod reload;
 pub mod server;
 pub mod snapshot;

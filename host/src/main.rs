@@ -27,12 +27,12 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
     // Compiling plugins and loading models blocks: done before the runtime serves anything.
     let engine = Engine::new(SandboxLimits::from(&config.server))?;
     let snapshot = Snapshot::build(config, &engine, None)?;
-    let shared = server::Shared::new(snapshot, Some(path.to_path_buf()));
-    if watch {
-        reload::watch::spawn(shared.clone()).context("start the file watcher")?;
-    }
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
+        let shared = server::Shared::new(snapshot, Some(path.to_path_buf())).await?;
+        if watch {
+            reload::watch::spawn(shared.clone()).context("start the file watcher")?;
+        }
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
         // Tests and scripts read this line to learn the port when it was 0.
         tracing::info!("listening on http://{}", listener.local_addr()?);

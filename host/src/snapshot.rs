@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::chain::{self, Chain};
-use crate::config::{Config, InputSpec, ModelDef, ModelSource};
+use crate::config::{Config, InputSpec, ModelDef, ModelSource, RouteDef};
 use crate::nn::{Identity, Model, NnError, Registry};
 use crate::plugin::engine::{hex, read_plugin};
 use crate::plugin::{Engine, Plugin, PluginError};
@@ -33,6 +33,11 @@ pub struct Route {
     pub path: String,
     pub max_body_bytes: usize,
     pub chain: Chain,
+    pub cache_ttl: Option<std::time::Duration>,
+    pub rate_limit: Option<crate::ratelimit::Limit>,
+    /// Route, plugin builds and model versions: part of every cache key, so
+    /// a reload that changes any of them never serves an old answer.
+    pub version_key: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +72,7 @@ impl Snapshot {
             };
             plugins.insert(def.name.clone(), plugin);
         }
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| Route { method: r.method.clone(), path: r.path.clone(), max_body_bytes: r.max_body_bytes, chain: chain::build(r, &plugins) })
-            .collect();
+        let routes = config.routes.iter().map(|r| route(r, &plugins, &registry)).collect();
         let mut plugins: Vec<_> = plugins.into_values().collect();
         plugins.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Snapshot {
@@ -84,6 +85,18 @@ impl Snapshot {
             routes,
         })
     }
+}
+
+fn route(r: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>, registry: &Registry) -> Route {
+    let chain = chain::build(r, plugins);
+    let models: Vec<String> = r
+        .stages
+        .iter()
+        .filter_map(|s| s.settings.get("model")?.as_str())
+        .filter_map(|m| registry.get(m).map(|model| format!("{m}={}:{}", model.identity().version, model.identity().sha256)))
+        .collect();
+    let version_key = format!("{} {} {} {}", r.method, r.path, chain.signature, models.join(","));
+    Route { method: r.method.clone(), path: r.path.clone(), max_body_bytes: r.max_body_bytes, chain, cache_ttl: r.cache_ttl, rate_limit: r.rate_limit, version_key }
 }
 
 /// The versions of one model, oldest first.

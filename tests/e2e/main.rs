@@ -1,8 +1,10 @@
 //! End-to-end tests: the real server, the real models, real photos, over HTTP.
 
 mod bad_input;
+mod redis;
 mod detect;
 mod sandbox;
+mod serving;
 
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;

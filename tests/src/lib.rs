@@ -37,21 +37,33 @@ pub fn default_server() -> &'static TestServer {
 
 /// Loads the config, builds the snapshot and serves it on a free port.
 pub fn start(config_path: &Path) -> TestServer {
+    start_with(config_path, None)
+}
+
+/// Like `start`, with the token buckets on a clock the test moves.
+pub fn start_with(config_path: &Path, clock: Option<Box<dyn osprey::ratelimit::Clock>>) -> TestServer {
     let config = config::load(config_path).unwrap_or_else(|e| panic!("{e}\n(run `make setup` first)"));
     let engine = Engine::new(SandboxLimits::from(&config.server)).expect("engine");
     let snapshot = Snapshot::build(config, &engine, None).unwrap_or_else(|e| panic!("{e}"));
-    let shared = server::Shared::new(snapshot, Some(config_path.to_path_buf()));
-    let serving = shared.clone();
+    let path = config_path.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
+            let shared = match clock {
+                None => server::Shared::new(snapshot, Some(path)).await.unwrap_or_else(|e| panic!("{e}")),
+                Some(clock) => {
+                    let cache = osprey::cache::Cache::memory(snapshot.config.cache_bytes);
+                    server::Shared::with(snapshot, Some(path), cache, osprey::ratelimit::Limiter::memory(clock))
+                }
+            };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-            tx.send(listener.local_addr().expect("local addr")).expect("send addr");
-            server::run(listener, serving, std::future::pending()).await;
+            tx.send((listener.local_addr().expect("local addr"), shared.clone())).expect("send addr");
+            server::run(listener, shared, std::future::pending()).await;
         });
     });
-    TestServer { addr: rx.recv().expect("server started"), shared }
+    let (addr, shared) = rx.recv().expect("server started");
+    TestServer { addr, shared }
 }
 
 /// A test image fetched by `make setup` (`$OSPREY_CACHE/images/NAME`).

@@ -28,9 +28,10 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
             Some(PluginDef { name: n.get_ref().clone(), file: file? }).filter(|_| ok)
         })
         .collect();
+    let cache_ttl = raw.cache.ttl_s.as_ref().map_or(Duration::from_secs(600), |v| Duration::from_secs(*v.get_ref()));
     let mut routes = Vec::new();
     for r in &raw.routes {
-        if let Some(route) = route(r, &raw, &server, d) {
+        if let Some(route) = route(r, &raw, &server, cache_ttl, d) {
             if routes.iter().any(|o: &RouteDef| o.path == route.path && o.method == route.method) {
                 d.error(r.path.span(), format!("route {} {} is defined twice", route.method, route.path), None);
             }
@@ -46,7 +47,15 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
             d.error(t.span(), "admin token is shorter than 16 characters", Some("use a long random string, e.g. `openssl rand -hex 24`".into()));
         }
     }
-    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin })
+    let cache_bytes = raw.cache.max_bytes.as_ref().map_or(256 << 20, |v| *v.get_ref());
+    let redis = raw.redis.as_ref().and_then(|r| {
+        let ok = r.url.get_ref().starts_with("redis://") || r.url.get_ref().starts_with("rediss://");
+        if !ok {
+            d.error(r.url.span(), format!("redis url \"{}\" is not a redis:// URL", r.url.get_ref()), Some("like \"redis://127.0.0.1:6379\"".into()));
+        }
+        ok.then(|| r.url.get_ref().clone())
+    });
+    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis })
 }
 
 fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
@@ -68,6 +77,24 @@ fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
         match *v.get_ref() {
             1..=4096 => out.plugin_memory_bytes = (*v.get_ref() as usize) << 20,
             n => d.error(v.span(), format!("plugin_memory_mib = {n} is out of range"), Some("between 1 and 4096".into())),
+        }
+    }
+    if let Some(h) = &s.api_key_header {
+        match hyper::header::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+            Ok(_) => out.api_key_header = Some(h.get_ref().to_ascii_lowercase()),
+            Err(_) => d.error(h.span(), format!("api_key_header \"{}\" is not a header name", h.get_ref()), None),
+        }
+    }
+    if let Some(v) = &s.header_timeout_ms {
+        out.header_timeout = positive_ms(v, "header_timeout_ms", d).unwrap_or(out.header_timeout);
+    }
+    if let Some(v) = &s.shutdown_grace_ms {
+        out.shutdown_grace = Duration::from_millis(*v.get_ref());
+    }
+    if let Some(v) = &s.max_connections {
+        match *v.get_ref() {
+            1..=1_000_000 => out.max_connections = *v.get_ref() as usize,
+            n => d.error(v.span(), format!("max_connections = {n} is out of range"), Some("between 1 and 1000000".into())),
         }
     }
     if let Some(v) = &s.max_plugin_instances {
@@ -186,7 +213,7 @@ fn input(i: &Spanned<super::raw::RawInput>, d: &mut Diagnostics<'_>) -> Option<I
     Some(InputSpec { nchw, width: r.width, height: r.height, ty })
 }
 
-fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, d: &mut Diagnostics<'_>) -> Option<RouteDef> {
+fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, cache_ttl: Duration, d: &mut Diagnostics<'_>) -> Option<RouteDef> {
     let path = r.path.get_ref();
     let mut ok = true;
     if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.contains("//") {
@@ -229,8 +256,23 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, d: &mut Diagnos
     let params = params(r, &stages, &route_name, d);
     let deadline = r.deadline_ms.as_ref().map_or(Some(server.deadline), |v| positive_ms(v, "deadline_ms", d));
     let max_body = r.max_body_bytes.as_ref().map_or(Some(server.max_body_bytes), |v| positive(v, "max_body_bytes", d));
-    Some(RouteDef { method, path: path.clone(), deadline: deadline?, max_body_bytes: max_body?, stages, params: params? })
-        .filter(|_| ok)
+    let cache_ttl = match r.cache_ttl_s.as_ref().map(|v| *v.get_ref()) {
+        Some(0) => None,
+        Some(s) => Some(Duration::from_secs(s)),
+        None => Some(cache_ttl).filter(|t| !t.is_zero()),
+    };
+    let rate_limit = r.rate_limit.as_ref().and_then(|l| {
+        let raw = l.get_ref();
+        if raw.rate > 0.0 && raw.rate.is_finite() && raw.burst >= 1 {
+            Some(crate::ratelimit::Limit { rate: raw.rate, burst: f64::from(raw.burst) })
+        } else {
+            d.error(l.span(), format!("{route_name}: rate_limit needs rate > 0 and burst >= 1"), Some("e.g. rate_limit = { rate = 5.0, burst = 10 }".into()));
+            None
+        }
+    });
+    let limit_ok = r.rate_limit.is_none() || rate_limit.is_some();
+    Some(RouteDef { method, path: path.clone(), deadline: deadline?, max_body_bytes: max_body?, stages, params: params?, cache_ttl, rate_limit })
+        .filter(|_| ok && limit_ok)
 }
 
 fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnostics<'_>) -> Option<Vec<ParamDef>> {

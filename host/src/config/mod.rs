@@ -22,6 +22,10 @@ pub struct Config {
     pub plugins: Vec<PluginDef>,
     pub routes: Vec<RouteDef>,
     pub admin: AdminSettings,
+    /// Bytes the in-memory result cache may hold.
+    pub cache_bytes: u64,
+    /// Redis URL: when set, the cache and the token buckets live there.
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -38,6 +42,10 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub plugin_memory_bytes: usize,
     pub max_plugin_instances: u32,
+    pub api_key_header: Option<String>,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerSettings {
@@ -48,6 +56,10 @@ impl Default for ServerSettings {
             max_body_bytes: 20 << 20,
             plugin_memory_bytes: 256 << 20,
             max_plugin_instances: 256,
+            api_key_header: None,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -95,6 +107,9 @@ pub struct RouteDef {
     pub max_body_bytes: usize,
     pub stages: Vec<StageDef>,
     pub params: Vec<ParamDef>,
+    /// How long successful answers are cached; `None` when caching is off.
+    pub cache_ttl: Option<Duration>,
+    pub rate_limit: Option<crate::ratelimit::Limit>,
 }
 
 #[derive(Debug, Clone)]

@@ -20,6 +20,25 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub cache: RawCache,
+    pub redis: Option<RawRedis>,
+}
+
+/// The in-memory result cache (unused when `[redis]` is set).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_bytes: Option<Spanned<u64>>,
+    /// Default time to live of a cached answer, in seconds; routes may override.
+    pub ttl_s: Option<Spanned<u64>>,
+}
+
+/// Redis shared by several hosts: holds the result cache and the token buckets.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Spanned<String>,
 }
 
 /// The admin API; off unless a token is set here or in `OSPREY_ADMIN_TOKEN`.
@@ -43,6 +62,14 @@ pub struct RawServer {
     pub plugin_memory_mib: Option<Spanned<u64>>,
     /// Plugin instances alive at once (all requests together).
     pub max_plugin_instances: Option<Spanned<u32>>,
+    /// Clients are told apart by this header when they send it, else by IP.
+    pub api_key_header: Option<Spanned<String>>,
+    /// Time a client has to send a request's headers (also the keep-alive idle limit).
+    pub header_timeout_ms: Option<Spanned<u64>>,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: Option<Spanned<u32>>,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub shutdown_grace_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +120,17 @@ pub struct RawRoute {
     pub stages: Spanned<Vec<RawStage>>,
     #[serde(default)]
     pub params: BTreeMap<Spanned<String>, Spanned<RawParam>>,
+    /// Seconds a successful answer stays cached; 0 turns caching off here.
+    pub cache_ttl_s: Option<Spanned<u64>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+/// A token bucket per client: `rate` requests a second, bursts of `burst`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub rate: f64,
+    pub burst: u32,
 }
 
 fn post() -> Spanned<String> {

@@ -3,12 +3,14 @@
 //!
 //! - `router`: method + path → host endpoint or route.
 //! - `body`: request body → the upload.
+//! - `route`: the layers around a route's chain (rate limit, body, cache, deadline).
 //! - `respond`: the one map from results and errors to HTTP.
 //! - `admin`: `/admin/status` and `/admin/reload`, behind a bearer token.
 
 pub mod admin;
 pub mod body;
 pub mod respond;
+pub mod route;
 pub mod router;
 
 use std::convert::Infallible;
@@ -22,21 +24,21 @@ use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::cache::{Cache, CacheError};
 use crate::metrics::{RequestLabels, RouteLabel};
+use crate::ratelimit::{Limiter, SystemClock};
 use crate::plugin::PluginError;
 use crate::reload;
 use crate::snapshot::Snapshot;
 use respond::Body;
 use router::{Miss, Target};
-
-/// How long in-flight requests may take to finish once shutdown starts.
-pub const GRACE: Duration = Duration::from_secs(30);
 
 /// Errors of the serving layer; `respond::error` gives each its HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub enum ServeError {
     NotFound,
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("rate limit reached; retry in {:.1} s", .0.as_secs_f64())]
+    RateLimited(Duration),
     #[error("method not allowed here; allowed: {}", .0.join(", "))]
     MethodNotAllowed(Vec<String>),
     #[error("{message}")]
@@ -62,33 +66,60 @@ pub enum ServeError {
 }
 
 /// What every connection shares: the current snapshot (swapped whole on
-/// reload), where it was loaded from, the metrics and the reload state.
+/// reload), where it was loaded from, the reload state, and the services that
+/// outlive snapshots (result cache, token buckets).
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// The config file reloads read; `None` for a snapshot built in code.
     pub config_path: Option<PathBuf>,
     pub reload: reload::State,
+    pub cache: Cache,
+    pub limiter: Limiter,
     next_request: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<Self> {
+    /// Connects the services the config names (Redis when `[redis] url` is set).
+    pub async fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Result<Arc<Self>, CacheError> {
+        let (cache, limiter) = match &snapshot.config.redis {
+            Some(url) => {
+                let Cache::Redis { conn, .. } = Cache::redis(url).await? else { unreachable!("Cache::redis gives Redis") };
+                (Cache::Redis { conn: conn.clone(), url: url.clone() }, Limiter::redis(conn, url))
+            }
+            None => (Cache::memory(snapshot.config.cache_bytes), Limiter::memory(Box::<SystemClock>::default())),
+        };
+        Ok(Self::with(snapshot, config_path, cache, limiter))
+    }
+
+    /// With services made by the caller (tests bring a fake clock).
+    pub fn with(snapshot: Snapshot, config_path: Option<PathBuf>, cache: Cache, limiter: Limiter) -> Arc<Self> {
         crate::metrics::global().generation.set(snapshot.generation as i64);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             config_path,
             reload: reload::State::default(),
+            cache,
+            limiter,
             next_request: AtomicU64::new(1),
         })
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish (up to `GRACE`).
+/// Serves until `shutdown` resolves, then lets in-flight requests finish
+/// (up to `shutdown_grace`). At most `max_connections` are served at once;
+/// further clients wait in the listen backlog.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let settings = shared.snapshot.load().config.server.clone();
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -104,7 +135,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         let shared = shared.clone();
         let service = service_fn(move |req| {
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+            async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
@@ -112,39 +143,42 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
+            drop(permit);
         });
     }
     tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(GRACE, graceful.shutdown()).await.is_err() {
-        tracing::warn!("grace period of {}s passed with requests still running", GRACE.as_secs());
+    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("grace period of {} ms passed with requests still running", settings.shutdown_grace.as_millis());
     }
 }
 
 /// One request, top to bottom.
-async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let snapshot = shared.snapshot.load_full();
     let (method, path) = (req.method().as_str().to_string(), req.uri().path().to_string());
-    let mut routed = false;
+    let mut routed = None;
     let result = match router::find(&snapshot, &method, &path) {
         Ok(Target::Health) => Ok(respond::json_response(StatusCode::OK, &json!({"status": "alive"}))),
         Ok(Target::Ready) => Ok(ready(&snapshot)),
         Ok(Target::Metrics) => Ok(respond::metrics(crate::metrics::global().encode())),
         Ok(Target::Admin(op)) => admin::handle(shared, op, req.headers()).await,
         Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
-        Ok(Target::Route(route)) => {
-            routed = true;
+        Ok(Target::Route(index)) => {
             let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
-            run_route(snapshot.clone(), route, req, started, id).await
+            let (result, cache) = route::serve(shared, snapshot.clone(), index, req, peer, started, id).await;
+            routed = Some(cache);
+            result
         }
         Err(Miss::NotFound) => Err(ServeError::NotFound),
         Err(Miss::MethodNotAllowed(allowed)) => Err(ServeError::MethodNotAllowed(allowed)),
     };
-    let resp = result.unwrap_or_else(|e| {
+    let mut resp = result.unwrap_or_else(|e| {
         log_failure(&method, &path, &e);
         respond::error(&e)
     });
-    if routed {
+    if let Some(cache) = routed {
+        route::mark(&mut resp, cache);
         let route = path.clone();
         let metrics = crate::metrics::global();
         metrics.requests.get_or_create(&RequestLabels { route: route.clone(), status: resp.status().as_u16() }).inc();
@@ -152,39 +186,6 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3);
     resp
-}
-
-async fn run_route(
-    snapshot: Arc<Snapshot>,
-    index: usize,
-    req: Request<Incoming>,
-    started: Instant,
-    id: u64,
-) -> Result<Response<Body>, ServeError> {
-    let route = &snapshot.routes[index];
-    let overrides = route
-        .chain
-        .overrides(req.uri().query())
-        .map_err(|message| ServeError::BadRequest { code: "bad_param", message })?;
-    let (parts, body) = req.into_parts();
-    let upload = body::read_upload(&parts.headers, body, route.max_body_bytes).await?;
-    let deadline = route.chain.deadline;
-    // The blocking task owns its own Arc of the snapshot it started on.
-    let snap = snapshot.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let snapshot = snap;
-        let route = &snapshot.routes[index];
-        route.chain.run(&snapshot.engine, snapshot.registry.clone(), upload, &overrides, started, id)
-    });
-    let left = deadline.saturating_sub(started.elapsed());
-    // A model run cannot be interrupted; past the deadline the client gets its
-    // 504 now and the blocking task's result is dropped when it ends.
-    let outcome = match tokio::time::timeout(left + Duration::from_millis(20), task).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(join)) => return Err(ServeError::Internal(format!("request task failed: {join}"))),
-        Err(_) => return Err(ServeError::Deadline(deadline)),
-    };
-    Ok(respond::outcome(&outcome, &route.chain.signature, started.elapsed()))
 }
 
 fn ready(snapshot: &Snapshot) -> Response<Body> {
@@ -203,6 +204,7 @@ fn log_failure(method: &str, path: &str, e: &ServeError) {
         ServeError::Plugin(PluginError::Stage { .. })
         | ServeError::NotFound
         | ServeError::Unauthorized
+        | ServeError::RateLimited(_)
         | ServeError::MethodNotAllowed(_)
         | ServeError::BadRequest { .. }
         | ServeError::BodyTooLarge { .. }

@@ -13,8 +13,9 @@ use crate::plugin::{Outcome, PluginError, StageErrorKind};
 
 pub type Body = Full<Bytes>;
 
-/// A chain's answer: detections or classes, with the source image size and timings.
-pub fn outcome(o: &Outcome, chain: &str, total: Duration) -> Response<Body> {
+/// A chain's answer as JSON bytes (what the cache keeps): detections or
+/// classes, with the source image size and timings.
+pub fn outcome_json(o: &Outcome, total: Duration) -> Bytes {
     let mut answer = json!({
         "model": o.model,
         "model_version": o.model_version,
@@ -43,7 +44,14 @@ pub fn outcome(o: &Outcome, chain: &str, total: Duration) -> Response<Body> {
         "total": ms(total),
         "inference": ms(o.inference),
     });
-    let mut resp = json_response(StatusCode::OK, &answer);
+    Bytes::from(answer.to_string())
+}
+
+/// A routed answer, fresh or cached.
+pub fn json_bytes(status: StatusCode, body: Bytes, chain: &str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Which plugin builds answered: lets a client see a reload take effect.
     if let Ok(v) = HeaderValue::from_str(chain) {
         resp.headers_mut().insert("x-osprey-chain", v);
@@ -55,9 +63,14 @@ pub fn outcome(o: &Outcome, chain: &str, total: Duration) -> Response<Body> {
 pub fn error(e: &ServeError) -> Response<Body> {
     let (status, code) = status_of(e);
     let mut resp = json_response(status, &json!({"error": {"code": code, "message": e.to_string()}}));
-    if let ServeError::Plugin(PluginError::Overloaded(_)) = e {
+    let retry = match e {
         // A full queue drains in about one model run: a second is a fair first retry.
-        resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        ServeError::Plugin(PluginError::Overloaded(_)) => Some(1),
+        ServeError::RateLimited(wait) => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
+        _ => None,
+    };
+    if let Some(secs) = retry {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if let ServeError::Unauthorized = e {
         resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -74,6 +87,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
     match e {
         ServeError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         ServeError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        ServeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         ServeError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
         ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),

@@ -1,0 +1,153 @@
+//! The result cache: successful answers kept by a SHA-256 over everything
+//! that decides them (route, plugin and model versions, parameters, input
+//! bytes), so a reload never serves a stale answer and equal requests share
+//! one. In memory (an LRU bounded in bytes) by default; in Redis when
+//! `[redis] url` is set, so several hosts share it. The cache is best-effort:
+//! a Redis error is a miss and a log line, never a failed request.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
+
+use crate::plugin::engine::hex;
+
+/// Bodies larger than this are hashed on a blocking thread.
+const INLINE_HASH_BYTES: usize = 256 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis at {url}: {why}")]
+    Redis { url: String, why: String },
+}
+
+pub enum Cache {
+    Memory(quick_cache::sync::Cache<String, Entry, Weight>),
+    Redis { conn: ConnectionManager, url: String },
+}
+
+#[derive(Clone)]
+pub struct Entry {
+    body: Bytes,
+    expires: Instant,
+}
+
+#[derive(Clone)]
+pub struct Weight;
+
+impl quick_cache::Weighter<String, Entry> for Weight {
+    fn weight(&self, key: &String, value: &Entry) -> u64 {
+        (key.len() + value.body.len() + 64) as u64
+    }
+}
+
+impl Cache {
+    pub fn memory(max_bytes: u64) -> Cache {
+        // quick_cache wants an item estimate for its index; a typical answer is ~1 KB.
+        let items = (max_bytes / 1024).clamp(16, 10_000_000) as usize;
+        Cache::Memory(quick_cache::sync::Cache::with_weighter(items, max_bytes, Weight))
+    }
+
+    pub async fn redis(url: &str) -> Result<Cache, CacheError> {
+        let fail = |e: redis::RedisError| CacheError::Redis { url: url.into(), why: e.to_string() };
+        let client = redis::Client::open(url).map_err(fail)?;
+        let conn = ConnectionManager::new(client).await.map_err(fail)?;
+        Ok(Cache::Redis { conn, url: url.into() })
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Bytes> {
+        match self {
+            Cache::Memory(c) => {
+                let e = c.get(key)?;
+                if e.expires > Instant::now() {
+                    Some(e.body)
+                } else {
+                    c.remove(key);
+                    None
+                }
+            }
+            Cache::Redis { conn, url } => {
+                let got: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET").arg(redis_key(key)).query_async(&mut conn.clone()).await;
+                got.unwrap_or_else(|e| {
+                    tracing::warn!("cache: redis at {url}: {e}; treating as a miss");
+                    None
+                })
+                .map(Bytes::from)
+            }
+        }
+    }
+
+    pub async fn put(&self, key: String, body: Bytes, ttl: Duration) {
+        match self {
+            Cache::Memory(c) => {
+                c.insert(key, Entry { body, expires: Instant::now() + ttl });
+                crate::metrics::global().cache_bytes.set(c.weight() as i64);
+            }
+            Cache::Redis { conn, url } => {
+                let set: redis::RedisResult<()> =
+                    redis::cmd("SET").arg(redis_key(&key)).arg(body.as_ref()).arg("EX").arg(ttl.as_secs().max(1)).query_async(&mut conn.clone()).await;
+                if let Err(e) = set {
+                    tracing::warn!("cache: redis at {url}: {e}; answer not stored");
+                }
+            }
+        }
+    }
+}
+
+fn redis_key(key: &str) -> String {
+    format!("osprey:cache:{key}")
+}
+
+/// The cache key of a request: SHA-256 over the route's version key (route,
+/// plugin builds, model versions), the parameters and the body.
+pub async fn key(version: &str, params: &str, body: &Bytes) -> String {
+    let inline = body.len() <= INLINE_HASH_BYTES;
+    let (version, params, body) = (version.to_string(), params.to_string(), body.clone());
+    let hash = move || {
+        let mut h = Sha256::new();
+        for part in [version.as_bytes(), params.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(&body);
+        hex(&h.finalize())
+    };
+    if inline {
+        hash()
+    } else {
+        tokio::task::spawn_blocking(hash).await.expect("hashing does not panic")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_differ_by_version_params_and_body() {
+        let body = Bytes::from_static(b"image");
+        let k = key("r@1", "conf=0.5", &body).await;
+        assert_eq!(k.len(), 64);
+        assert_eq!(k, key("r@1", "conf=0.5", &body).await);
+        assert_ne!(k, key("r@2", "conf=0.5", &body).await);
+        assert_ne!(k, key("r@1", "conf=0.6", &body).await);
+        assert_ne!(k, key("r@1", "conf=0.5", &Bytes::from_static(b"other")).await);
+        // Length prefixes keep the parts apart: ("ab", "c") is not ("a", "bc").
+        assert_ne!(key("ab", "c", &body).await, key("a", "bc", &body).await);
+    }
+
+    #[tokio::test]
+    async fn memory_entries_expire_and_respect_the_byte_bound() {
+        let c = Cache::memory(4096);
+        c.put("a".into(), Bytes::from(vec![1; 100]), Duration::from_secs(60)).await;
+        assert_eq!(c.get("a").await.map(|b| b.len()), Some(100));
+        c.put("gone".into(), Bytes::from_static(b"x"), Duration::ZERO).await;
+        assert_eq!(c.get("gone").await, None);
+        for i in 0..100 {
+            c.put(format!("k{i}"), Bytes::from(vec![0; 500]), Duration::from_secs(60)).await;
+        }
+        let Cache::Memory(m) = &c else { unreachable!() };
+        assert!(m.weight() <= 4096, "weight {}", m.weight());
+    }
+}

@@ -1,0 +1,47 @@
+//! Reads an inference request's body whole, within the server's size limit
+//! (`server.max_body_bytes`), so one client cannot make the host buffer more.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
+
+use super::error::OipError;
+
+pub async fn read(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, OipError> {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain(body).await;
+        return Err(OipError::BodyTooLarge { limit });
+    }
+    // Compressed requests (tritonclient's request_compression_algorithm) are
+    // not decoded here; say so instead of failing on garbled JSON.
+    if let Some(enc) = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).filter(|e| !e.eq_ignore_ascii_case("identity")) {
+        return Err(OipError::bad(format!("Content-Encoding '{enc}' is not supported; send the request uncompressed")));
+    }
+    let collected = Limited::new(body, limit).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            OipError::BodyTooLarge { limit }
+        } else {
+            OipError::bad(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    Ok(collected.to_bytes())
+}
+
+/// Reads and drops what the client is still sending (bounded in bytes and
+/// time), so it reads our 413 instead of a reset connection.
+async fn drain(mut body: Incoming) {
+    let mut left: usize = 64 << 20;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.len()));
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
