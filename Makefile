@@ -65,7 +65,7 @@ bench-deps:
 	fi
 
 # osprey against the peers, same machine, same images, same load generator:
-# the table goes to stdout and target/bench-peers.md (README "Against the peers").
+# the table goes to stdout and target/bench-peers.md (tests/bench/README.md).
 bench-peers: setup bench-deps
 	OSPREY_PEERS_VENV=$(PEERS_VENV) $(CARGO) bench -p osprey-tests --bench peers
 

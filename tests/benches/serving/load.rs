@@ -1,5 +1,6 @@
-//! Measurement for the serving bench: the time window, latency statistics,
-//! a real `osprey serve` child process, and an HTTP/1.1 load generator.
+//! Measurement shared by the serving and peers benches: the time window,
+//! latency statistics, a real `osprey serve` child process, and an HTTP/1.1
+//! load generator.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -107,8 +108,15 @@ impl Server {
     }
 
     /// Peak resident memory of the server so far (VmHWM), in MiB.
+    #[allow(dead_code)] // used by serving.rs; peers.rs sums over a process tree
     pub fn peak_rss_mib(&self) -> f64 {
         peak_rss_mib(self.child.id())
+    }
+
+    /// The server's process id, for readings of its own in /proc.
+    #[allow(dead_code)] // used by peers.rs, not by serving.rs
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -132,11 +140,24 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
 /// `concurrency` keep-alive connections, each POSTing `body` in a loop for
 /// the window. One client thread: the 2-core machine has the server to run.
 pub fn http(url: &str, content_type: &str, body: &[u8], concurrency: usize, w: Window) -> Stats {
+    load(url, content_type, body, concurrency, w, false)
+}
+
+/// As [`http`], but no two requests send the same bytes: each body is the
+/// photo with a few bytes of its own after the image's end (after JPEG's
+/// end-of-image marker or PNG's IEND chunk, where decoders stop reading), so
+/// a result cache keyed by the body never hits.
+#[allow(dead_code)] // used by peers.rs, not by serving.rs
+pub fn http_distinct(url: &str, content_type: &str, body: &[u8], concurrency: usize, w: Window) -> Stats {
+    load(url, content_type, body, concurrency, w, true)
+}
+
+fn load(url: &str, content_type: &str, body: &[u8], concurrency: usize, w: Window, distinct: bool) -> Stats {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let latencies = runtime.block_on(async {
         let clock = std::sync::Arc::new(Clock::new(w));
         let workers: Vec<_> = (0..concurrency)
-            .map(|_| tokio::spawn(connection(url.to_string(), content_type.to_string(), body.to_vec(), clock.clone())))
+            .map(|_| tokio::spawn(connection(url.to_string(), content_type.to_string(), body.to_vec(), distinct, clock.clone())))
             .collect();
         let mut all = Vec::new();
         for w in workers {
@@ -147,14 +168,23 @@ pub fn http(url: &str, content_type: &str, body: &[u8], concurrency: usize, w: W
     Stats::of(latencies, w)
 }
 
-/// One connection's loop; every answer must be a 200.
-async fn connection(url: String, content_type: String, body: Vec<u8>, clock: std::sync::Arc<Clock>) -> Vec<Duration> {
+/// Requests sent with distinct bodies by this process, all loads together.
+static DISTINCT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One connection's loop; every answer must be a 200. When `distinct`, each
+/// body ends in `\n<number>` after the image, a number no other request had.
+async fn connection(url: String, content_type: String, body: Vec<u8>, distinct: bool, clock: std::sync::Arc<Clock>) -> Vec<Duration> {
     // A client of its own, with one idle connection: one keep-alive connection per worker.
     let client = reqwest::Client::builder().pool_max_idle_per_host(1).http1_only().build().expect("client");
     let mut kept = Vec::new();
     while clock.running() {
+        let mut bytes = body.clone();
+        if distinct {
+            let n = DISTINCT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bytes.extend_from_slice(format!("\n{n}").as_bytes());
+        }
         let start = Instant::now();
-        let resp = client.post(&url).header("content-type", &content_type).body(body.clone()).send().await;
+        let resp = client.post(&url).header("content-type", &content_type).body(bytes).send().await;
         let resp = resp.unwrap_or_else(|e| panic!("POST {url}: {e}"));
         let status = resp.status();
         let answer = resp.bytes().await.unwrap_or_else(|e| panic!("POST {url}: body: {e}"));

@@ -1,0 +1,606 @@
+//! Osprey against what its users run today, in one run on this machine: the
+//! seeds' stack (Flask under gunicorn, 2 sync workers) and FastAPI under
+//! uvicorn (2 workers), both on ONNX Runtime 1.31.1 CPU, beside
+//! `target/release/osprey` on its default config. All three do the same
+//! decode, preprocessing, model and post-processing (`tests/bench/pipeline.py`
+//! is the Python side) on the same photos, driven by the serving bench's load
+//! generator (`serving/load.rs`) at concurrency 1, 8 and 32.
+//!
+//! Run: `make bench-peers` (sets up osprey and the peers' venv first), or
+//! `cargo bench -p osprey-tests --bench peers` once `make setup bench-deps` ran.
+//!
+//! Per stack, one server for the whole run (all three models loaded):
+//! first a correctness check (each peer's answers on dog.jpg and chelsea.png
+//! must match osprey's: same labels, boxes within 2 px or 1% of the photo's
+//! side, scores within 0.05), then per route and level a warm-up and a window
+//! of `OSPREY_BENCH_SECS` (default 5) s. Every request sends the photo with
+//! a number of its own after the image's end (`load::http_distinct`), so
+//! osprey's result cache never answers these rows; the "osprey, cache hit"
+//! rows then post the unchanged photo again and again to the same server
+//! (measured only if its second answer says `x-osprey-cache: hit`). Columns:
+//! - req/s, p50, p99: the load generator's (requests that *end* in the window);
+//! - CPU cores: user+sys time of the server's process tree (the process and
+//!   all its descendants, from /proc/<pid>/stat) during the window / window;
+//! - peak RSS: the sum of VmHWM over that tree at the end of the stack's run,
+//!   so with all three models loaded and used. A sum of peaks: pages shared
+//!   between gunicorn/uvicorn workers (libraries, what the master had before
+//!   forking) count once per process, so it errs high for the peers; the
+//!   summed PSS at the end, which counts shared pages once, is printed beside.
+//!
+//! Environment:
+//! - `OSPREY_PEERS_VENV`: the peers' venv (default `$OSPREY_CACHE/venv-peers`).
+//! - `OSPREY_BENCH_CONFIG`: osprey's config (default `config/osprey.toml`,
+//!   batching off).
+//! - `OSPREY_BENCH_BATCH_CONFIG`: the config of the "osprey +batching" rows
+//!   (default `tests/bench/osprey-batching.toml`: the default config with
+//!   `max_batch` on the two models that can batch).
+//! - `OSPREY_BENCH_STACKS`: a comma list to run only some stacks
+//!   (`osprey,batching,flask,fastapi`).
+//!
+//! The table and the goals go to stdout and `target/bench-peers.md`.
+
+#[path = "serving/load.rs"]
+mod load;
+
+use std::fmt::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use load::{Stats, Window};
+use serde_json::Value;
+
+/// The routes and the photo each is measured on: the serving bench's.
+const ROUTES: [(&str, &str, &str); 3] = [
+    ("/v1/detect", "dog.jpg", "image/jpeg"),
+    ("/v1/detect/fast", "chelsea.png", "image/png"),
+    ("/v1/classify", "chelsea.png", "image/png"),
+];
+const PHOTOS: [(&str, &str); 2] = [("dog.jpg", "image/jpeg"), ("chelsea.png", "image/png")];
+const LEVELS: [usize; 3] = [1, 8, 32];
+/// gunicorn's and uvicorn's worker processes: one per core of this machine.
+const WORKERS: usize = 2;
+const OSPREY: &str = "osprey";
+const CACHE_HIT: &str = "osprey, cache hit";
+const BATCHING: &str = "osprey +batching";
+const FLASK: &str = "flask+gunicorn";
+const FASTAPI: &str = "fastapi+uvicorn";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Osprey,
+    Flask,
+    FastApi,
+}
+
+struct Stack {
+    /// Short id for `OSPREY_BENCH_STACKS` and file names.
+    id: &'static str,
+    name: &'static str,
+    kind: Kind,
+    config: Option<PathBuf>,
+}
+
+struct Row {
+    route: &'static str,
+    stack: &'static str,
+    concurrency: usize,
+    stats: Stats,
+    cores: f64,
+    /// Cores used by other processes of the machine during the window.
+    others: f64,
+    rss_mib: f64,
+}
+
+fn main() {
+    let w = Window::from_env();
+    let started = Instant::now();
+    let mut report = preamble(w);
+    let (mut rows, mut reference, mut notes) = (Vec::new(), None, String::new());
+    for stack in stacks() {
+        eprintln!("== {} ({:.0} s so far)", stack.name, started.elapsed().as_secs_f64());
+        let (stack_rows, note) = run_stack(&stack, w, &mut reference);
+        rows.extend(stack_rows);
+        notes.push_str(&note);
+    }
+    report.push_str(&table(&rows));
+    report.push_str(&footnotes(&rows));
+    let _ = write!(report, "\nEach stack's process tree, and how busy the rest of the machine was:\n\n{notes}");
+    report.push_str(&summary(&rows, w));
+    println!("\n{report}");
+    let out = osprey_tests::repo().join("target/bench-peers.md");
+    std::fs::write(&out, &report).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    eprintln!("wrote {} ({:.0} s in all)", out.display(), started.elapsed().as_secs_f64());
+}
+
+/// One server: its answers checked against osprey's (the first stack's
+/// become the reference), then every route at every level; its rows and a
+/// line on its memory and on the machine's background load.
+fn run_stack(stack: &Stack, w: Window, reference: &mut Option<Vec<(String, Value)>>) -> (Vec<Row>, String) {
+    let server = Running::start(stack);
+    let answers = answers(&server.base);
+    match (&*reference, stack.kind) {
+        (None, Kind::Osprey) => *reference = Some(answers),
+        (Some(r), _) => check(stack.name, r, &answers),
+        (None, _) => eprintln!("{}: answers not checked (osprey did not run first)", stack.name),
+    }
+    let mut rows = Vec::new();
+    for &(route, photo, content_type) in &ROUTES {
+        let body = osprey_tests::image(photo);
+        let url = format!("{}{route}", server.base);
+        let hits = stack.name == OSPREY && cache_hits(&url, content_type, &body);
+        for (name, distinct) in [(stack.name, true), (CACHE_HIT, false)] {
+            if !distinct && !hits {
+                continue;
+            }
+            for n in LEVELS {
+                let (stats, cores, others) = measure(&url, content_type, &body, n, w, server.pid, distinct);
+                eprintln!(
+                    "   {name} {route} c={n}: {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {cores:.2} cores (others {others:.2})",
+                    stats.per_sec, stats.p50_ms, stats.p99_ms
+                );
+                rows.push(Row { route, stack: name, concurrency: n, stats, cores, others, rss_mib: f64::NAN });
+            }
+        }
+    }
+    let (rss, pss) = (peak_rss_tree_mib(server.pid), pss_tree_mib(server.pid));
+    rows.iter_mut().for_each(|r| r.rss_mib = rss);
+    let others: Vec<f64> = rows.iter().map(|r| r.others).collect();
+    let note = format!(
+        "- {}: {} processes, sum of VmHWM {rss:.0} MiB, sum of PSS at the end {pss:.0} MiB; \
+         other processes used {:.2} cores on average during its windows (at most {:.2})\n",
+        stack.name,
+        tree(server.pid).len(),
+        others.iter().sum::<f64>() / others.len().max(1) as f64,
+        others.iter().copied().fold(0.0, f64::max)
+    );
+    (rows, note)
+}
+
+/// The stacks to run, osprey first (its answers are the reference).
+fn stacks() -> Vec<Stack> {
+    let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    let main = env("OSPREY_BENCH_CONFIG").unwrap_or_else(|| osprey_tests::repo().join("config/osprey.toml"));
+    let batching = env("OSPREY_BENCH_BATCH_CONFIG").unwrap_or_else(|| osprey_tests::repo().join("tests/bench/osprey-batching.toml"));
+    let mut all = vec![
+        Stack { id: "osprey", name: OSPREY, kind: Kind::Osprey, config: Some(main) },
+        Stack { id: "batching", name: BATCHING, kind: Kind::Osprey, config: Some(batching) },
+        Stack { id: "flask", name: FLASK, kind: Kind::Flask, config: None },
+        Stack { id: "fastapi", name: FASTAPI, kind: Kind::FastApi, config: None },
+    ];
+    let only = std::env::var("OSPREY_BENCH_STACKS").unwrap_or_default();
+    all.retain(|s| only.is_empty() || only.split(',').any(|o| o.trim() == s.id));
+    all
+}
+
+/// A server of one stack on a free loopback port; stopped when dropped.
+struct Running {
+    base: String,
+    pid: u32,
+    _osprey: Option<load::Server>,
+    _peer: Option<Peer>,
+}
+
+impl Running {
+    fn start(stack: &Stack) -> Running {
+        if stack.kind == Kind::Osprey {
+            let config = stack.config.as_deref().expect("osprey has a config");
+            let server = load::Server::start(&osprey_tests::repo().join("target/release/osprey"), config);
+            return Running { base: format!("http://{}", server.addr), pid: server.pid(), _osprey: Some(server), _peer: None };
+        }
+        let peer = Peer::start(stack);
+        Running { base: format!("http://127.0.0.1:{}", peer.port), pid: peer.child.id(), _osprey: None, _peer: Some(peer) }
+    }
+}
+
+/// gunicorn or uvicorn from the peers' venv, in a process group of its own
+/// so that stopping it stops its workers too.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    fn start(stack: &Stack) -> Peer {
+        let repo = osprey_tests::repo();
+        let venv = std::env::var_os("OSPREY_PEERS_VENV")
+            .map_or_else(|| osprey::nn::runtime::cache_dir().join("venv-peers"), PathBuf::from);
+        let dir = repo.join("target/bench-peers");
+        let ready = dir.join(format!("ready-{}", stack.id));
+        let _ = std::fs::remove_dir_all(&ready);
+        std::fs::create_dir_all(&ready).expect("ready folder");
+        let log_path = dir.join(format!("{}.log", stack.id));
+        let log = std::fs::File::create(&log_path).expect("peer log");
+        let port = free_port();
+        let (workers, port_s) = (WORKERS.to_string(), port.to_string());
+        let mut cmd = match stack.kind {
+            Kind::Flask => {
+                let mut c = Command::new(venv.join("bin/gunicorn"));
+                c.args(["--workers", &workers, "--bind", &format!("127.0.0.1:{port}"), "--timeout", "120"]);
+                c.args(["--chdir", "tests/bench", "flask_app:app"]);
+                c
+            }
+            _ => {
+                let mut c = Command::new(venv.join("bin/uvicorn"));
+                c.args(["fastapi_app:app", "--workers", &workers, "--host", "127.0.0.1", "--port", &port_s]);
+                c.args(["--app-dir", "tests/bench", "--no-access-log"]);
+                c
+            }
+        };
+        let child = cmd
+            .current_dir(&repo)
+            .env("OSPREY_PEER_READY_DIR", &ready)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (run `make bench-deps`)", venv.display()));
+        let mut peer = Peer { child, port };
+        peer.wait_ready(&ready, &log_path);
+        peer
+    }
+
+    /// Every worker has loaded and warmed its models, and /healthz answers.
+    fn wait_ready(&mut self, ready: &Path, log: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("peer exited ({status}) before it was ready: see {}", log.display());
+            }
+            let workers = std::fs::read_dir(ready).map_or(0, Iterator::count);
+            if workers >= WORKERS && reqwest::blocking::get(&url).is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "peer not ready after 180 s: see {}", log.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let signal = |sig: &str| Command::new("kill").args([sig, "--", &group]).stderr(Stdio::null()).status();
+        let _ = signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Workers that outlive their master, or a master that ignored TERM.
+        let _ = signal("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the server answers a repeated request from its result cache.
+fn cache_hits(url: &str, content_type: &str, body: &[u8]) -> bool {
+    let client = reqwest::blocking::Client::new();
+    let post = || client.post(url).header("content-type", content_type).body(body.to_vec()).send().ok();
+    let _ = post();
+    post().is_some_and(|r| r.headers().get("x-osprey-cache").is_some_and(|v| v == "hit"))
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// One level: the load generator's figures, the CPU cores the server's
+/// process tree used meanwhile, and the cores that processes other than the
+/// server and this bench used (a build beside the bench skews it), all
+/// sampled at the window's edges.
+#[allow(clippy::too_many_arguments)]
+fn measure(url: &str, content_type: &str, body: &[u8], n: usize, w: Window, root: u32, distinct: bool) -> (Stats, f64, f64) {
+    let sampler = std::thread::spawn(move || {
+        std::thread::sleep(w.warmup);
+        // This process alone: the servers are its children, counted in `root`'s tree.
+        let own = || process_cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
+        let before = (cpu_seconds(root), own(), machine_busy_seconds());
+        std::thread::sleep(w.measure);
+        let after = (cpu_seconds(root), own(), machine_busy_seconds());
+        let secs = w.measure.as_secs_f64();
+        let server = (after.0 - before.0) / secs;
+        let others = (after.2 - before.2) / secs - server - (after.1 - before.1) / secs;
+        (server, others.max(0.0))
+    });
+    let stats = if distinct { load::http_distinct(url, content_type, body, n, w) } else { load::http(url, content_type, body, n, w) };
+    let (server, others) = sampler.join().expect("CPU sampler");
+    (stats, server, others)
+}
+
+/// Busy CPU seconds of the whole machine since boot (/proc/stat, all but idle and iowait).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find_map(|l| l.strip_prefix("cpu ")) else { return f64::NAN };
+    let v: Vec<f64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    (v.iter().take(8).sum::<f64>() - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0)) / 100.0
+}
+
+/// `root` and every process below it, from the parent links in /proc.
+fn tree(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, stat_fields(pid)?.get(1)?.parse().ok()?)))
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|&&(_, pp)| pp == parent).map(|&(pid, _)| pid));
+        i += 1;
+    }
+    found
+}
+
+/// The fields of /proc/<pid>/stat after the command name: state, ppid, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// User + system CPU seconds of the live processes of the tree (all threads).
+fn cpu_seconds(root: u32) -> f64 {
+    tree(root).into_iter().filter_map(process_cpu_seconds).sum()
+}
+
+/// User + system CPU seconds of one process (all its threads, no children).
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    // utime and stime are fields 14 and 15 of stat, in clock ticks (USER_HZ = 100).
+    let f = stat_fields(pid)?;
+    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+}
+
+fn peak_rss_tree_mib(root: u32) -> f64 {
+    tree(root).into_iter().map(load::peak_rss_mib).filter(|v| v.is_finite()).sum()
+}
+
+/// Proportional set size: shared pages split between the processes sharing them.
+fn pss_tree_mib(root: u32) -> f64 {
+    let pss = |pid: u32| -> Option<f64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        let line = text.lines().find_map(|l| l.strip_prefix("Pss:"))?;
+        Some(line.trim().trim_end_matches("kB").trim().parse::<f64>().ok()? / 1024.0)
+    };
+    tree(root).into_iter().filter_map(pss).sum()
+}
+
+/// Each route's answer on each check photo.
+fn answers(base: &str) -> Vec<(String, Value)> {
+    let client = reqwest::blocking::Client::new();
+    let mut out = Vec::new();
+    for (route, _, _) in ROUTES {
+        for (photo, content_type) in PHOTOS {
+            let answer = load::one(&client, &format!("{base}{route}"), content_type, &osprey_tests::image(photo));
+            out.push((format!("{route} {photo}"), answer));
+        }
+    }
+    out
+}
+
+/// Panics unless `got` tells what osprey's answers tell: a benchmark of
+/// stacks that compute different things would compare nothing.
+fn check(stack: &str, reference: &[(String, Value)], got: &[(String, Value)]) {
+    let mut problems = Vec::new();
+    for ((what, want), (_, have)) in reference.iter().zip(got) {
+        if let Err(why) = same_answer(want, have) {
+            problems.push(format!("  {what}: {why}\n    osprey: {want}\n    {stack}: {have}"));
+        }
+    }
+    assert!(problems.is_empty(), "{stack} answers differently from osprey:\n{}", problems.join("\n"));
+    eprintln!("   answers match osprey's on {} route/photo pairs", got.len());
+}
+
+fn same_answer(want: &Value, have: &Value) -> Result<(), String> {
+    for key in ["model", "image"] {
+        if want[key] != have[key] {
+            return Err(format!("`{key}` differs"));
+        }
+    }
+    if let Some(top) = want["top"].as_array() {
+        return same_top(top, have["top"].as_array().ok_or("no `top`")?);
+    }
+    let want_all = want;
+    let (want, have) = (want["detections"].as_array().ok_or("no detections")?, have["detections"].as_array().ok_or("no `detections`")?);
+    if want.len() != have.len() {
+        return Err(format!("{} detections, osprey has {}", have.len(), want.len()));
+    }
+    let image = &want_all["image"];
+    let side = image["width"].as_f64().unwrap_or(0.0).max(image["height"].as_f64().unwrap_or(0.0));
+    for d in want {
+        if !have.iter().any(|h| same_detection(d, h, side)) {
+            return Err(format!("nothing matches osprey's {}", d));
+        }
+    }
+    Ok(())
+}
+
+/// Same label, score within 0.05, every edge within 2 px or 1% of the photo's
+/// longer `side`. Decoders and resizers differ by a grey level here and there,
+/// and the SSD is a uint8-quantised model: its box edges move in steps of
+/// ~0.6% of the photo when an input pixel rounds the other way.
+fn same_detection(want: &Value, have: &Value, side: f64) -> bool {
+    let nums = |v: &Value| -> Vec<f64> { v["box"].as_array().map(|b| b.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
+    let (a, b) = (nums(want), nums(have));
+    let tolerance = f64::max(2.0, 0.01 * side);
+    want["label"] == have["label"]
+        && (want["score"].as_f64().unwrap_or(-1.0) - have["score"].as_f64().unwrap_or(1.0)).abs() <= 0.05
+        && a.len() == 4
+        && b.len() == 4
+        && a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= tolerance)
+}
+
+/// Same best class, its score within 0.08, and the same set of top classes:
+/// the model's probabilities are uint8 steps of 1/256, and below the best
+/// class near-equal ones swap places on a slightly different input (on
+/// dog.jpg the Pillow-decoded JPEG moves the best score by ~0.05).
+fn same_top(want: &[Value], have: &[Value]) -> Result<(), String> {
+    let ids = |v: &[Value]| -> Vec<u64> {
+        let mut ids: Vec<u64> = v.iter().filter_map(|c| c["class_id"].as_u64()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    let (w, h) = (want.first().ok_or("osprey has no classes")?, have.first().ok_or("no classes")?);
+    let close = (w["score"].as_f64().unwrap_or(-1.0) - h["score"].as_f64().unwrap_or(1.0)).abs() <= 0.08;
+    if w["label"] != h["label"] || !close {
+        return Err(format!("best class {} ({}), osprey's {} ({})", h["label"], h["score"], w["label"], w["score"]));
+    }
+    if ids(want) != ids(have) {
+        return Err("not the same top classes".into());
+    }
+    Ok(())
+}
+
+/// What the run was: machine, window, how each stack is set up.
+fn preamble(w: Window) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let mut s = String::from("# osprey against the peers\n\n");
+    let _ = writeln!(
+        s,
+        "{cores} cores; load average {load} when the run began; window {:.0} s after {:.0} s of warm-up per cell; \
+         one load generator (this process, one thread) for every stack; every request a photo no earlier request \
+         sent (a number after the image's end), except in the cache-hit rows.\n",
+        w.measure.as_secs_f64(),
+        w.warmup.as_secs_f64()
+    );
+    s.push_str(
+        "- osprey: `target/release/osprey serve`, per model 2 sessions x 2 intra-op threads (the defaults on 2 cores), \
+         batching off; osprey +batching: `max_batch` on YOLO and EfficientNet (tests/bench/osprey-batching.toml).\n\
+         - flask+gunicorn: `gunicorn --workers 2` (sync: one request at a time per worker), each worker with one ONNX \
+         Runtime session per model, 2 intra-op threads, no spinning (osprey's session options).\n\
+         - fastapi+uvicorn: `uvicorn --workers 2`, the work in Starlette's thread pool, same sessions as Flask.\n\
+         - CPU cores = user+sys seconds of the server's process tree in the window / window. Peak RSS = sum of VmHWM \
+         over the tree after all of its rows (see the lines below the table).\n\n",
+    );
+    s
+}
+
+/// The one markdown table, with marked rows for what was not measured.
+fn table(rows: &[Row]) -> String {
+    let mut s = String::from("| route | stack | c | req/s | p50 ms | p99 ms | CPU cores | peak RSS MiB |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    let measured = |stack: &str| rows.iter().any(|r| r.stack == stack);
+    for (route, _, _) in ROUTES {
+        for r in rows.iter().filter(|r| r.route == route) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} |",
+                r.route, r.stack, r.concurrency, r.stats.per_sec, r.stats.p50_ms, r.stats.p99_ms, r.cores, r.rss_mib
+            );
+        }
+        if !measured(CACHE_HIT) {
+            let _ = writeln!(s, "| {route} | {CACHE_HIT} ¹ | 1/8/32 | TODO | TODO | TODO | TODO | TODO |");
+        }
+        if !measured(BATCHING) {
+            let _ = writeln!(s, "| {route} | {BATCHING} ² | 1/8/32 | TODO | TODO | TODO | TODO | TODO |");
+        }
+    }
+    s
+}
+
+fn footnotes(rows: &[Row]) -> String {
+    let mut s = String::new();
+    if !rows.iter().any(|r| r.stack == CACHE_HIT) {
+        s.push_str(
+            "\n¹ Not measured: osprey's second answer to the same photo had no `x-osprey-cache: hit` (no result \
+             cache in this build, or off in this config), or osprey did not run.\n",
+        );
+    }
+    if !rows.iter().any(|r| r.stack == BATCHING) {
+        s.push_str(
+            "\n² Not measured: run with `OSPREY_BENCH_BATCH_CONFIG=<config with batching on>` (default \
+             tests/bench/osprey-batching.toml) and without `OSPREY_BENCH_STACKS` leaving it out.\n",
+        );
+    }
+    s
+}
+
+/// Per route, osprey against the better peer on each figure, against the goals.
+fn summary(rows: &[Row], w: Window) -> String {
+    let cell = |route: &str, stack: &str, n: usize| rows.iter().find(|r| r.route == route && r.stack == stack && r.concurrency == n);
+    let mut s = String::from(
+        "\nGoals against the better peer (saturation = the best req/s over c=1, 8, 32 of each stack): throughput \
+         ≥ 1.4x on /v1/detect/fast and /v1/classify, ≥ 1.1x on /v1/detect; p50 at c=1 ≤ 0.65x; p99 at c=32 ≤ 0.8x; \
+         peak RSS ≤ 0.5x the Flask stack's. osprey = the plain osprey rows (no cache hits, batching off).\n\n",
+    );
+    for (route, _, _) in ROUTES {
+        let Some(line) = goals(rows, route, w) else { continue };
+        let _ = writeln!(s, "- {route}: {line}");
+        let (Some(o1), Some(o32)) = (cell(route, OSPREY, 1), cell(route, OSPREY, 32)) else { continue };
+        if let (Some(b1), Some(b32)) = (cell(route, BATCHING, 1), cell(route, BATCHING, 32)) {
+            let _ = writeln!(
+                s,
+                "  - batching on / off: req/s at c=32 {:.2}x, p50 at c=1 {:.2}x",
+                b32.stats.per_sec / o32.stats.per_sec,
+                b1.stats.p50_ms / o1.stats.p50_ms
+            );
+        }
+        if let (Some(h1), Some(h32)) = (cell(route, CACHE_HIT, 1), cell(route, CACHE_HIT, 32)) {
+            let _ = writeln!(
+                s,
+                "  - cache hit: p50 at c=1 {:.2} ms (a miss: {:.1} ms), {:.0} req/s at c=32",
+                h1.stats.p50_ms, o1.stats.p50_ms, h32.stats.per_sec
+            );
+        }
+    }
+    let rss = |stack: &str| rows.iter().find(|r| r.stack == stack).map_or(f64::NAN, |r| r.rss_mib);
+    let ratio = rss(OSPREY) / rss(FLASK);
+    if ratio.is_finite() {
+        let _ = writeln!(
+            s,
+            "- peak RSS, all three models: osprey {:.0} MiB = {ratio:.2}x the Flask stack's {:.0} MiB (goal ≤ 0.5x: {})",
+            rss(OSPREY),
+            rss(FLASK),
+            mark(ratio <= 0.5)
+        );
+    }
+    s
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+/// One route's goals: osprey against the better peer on each figure.
+fn goals(rows: &[Row], route: &str, w: Window) -> Option<String> {
+    let cell = |stack: &str, n: usize| rows.iter().find(|r| r.route == route && r.stack == stack && r.concurrency == n);
+    let best_rate = |stack: &str| rows.iter().filter(|r| r.route == route && r.stack == stack).map(|r| r.stats.per_sec).fold(f64::NAN, f64::max);
+    // The better peer on a figure: the one with the best value of it.
+    let better = |value: &dyn Fn(&str) -> f64, lower: bool| -> Option<(&str, f64)> {
+        let ok = [FLASK, FASTAPI].into_iter().map(|p| (p, value(p))).filter(|(_, v)| v.is_finite());
+        if lower {
+            ok.min_by(|a, b| a.1.total_cmp(&b.1))
+        } else {
+            ok.max_by(|a, b| a.1.total_cmp(&b.1))
+        }
+    };
+    let (o1, o32) = (cell(OSPREY, 1)?, cell(OSPREY, 32)?);
+    let mut parts = Vec::new();
+    let goal = if route == "/v1/detect" { 1.1 } else { 1.4 };
+    if let Some((p, v)) = better(&best_rate, false) {
+        let ratio = best_rate(OSPREY) / v;
+        parts.push(format!("saturation {ratio:.2}x {p}'s (goal ≥ {goal}x: {})", mark(ratio >= goal)));
+    }
+    if let Some((p, v)) = better(&|p| cell(p, 1).map_or(f64::NAN, |r| r.stats.p50_ms), true) {
+        let ratio = o1.stats.p50_ms / v;
+        parts.push(format!("p50 at c=1 {ratio:.2}x {p}'s (goal ≤ 0.65x: {})", mark(ratio <= 0.65)));
+    }
+    if let Some((p, v)) = better(&|p| cell(p, 32).map_or(f64::NAN, |r| r.stats.p99_ms), true) {
+        let ratio = o32.stats.p99_ms / v;
+        // A request of the window's first round at c=32 can take longer than warm-up + window.
+        let cut = (w.warmup + w.measure).as_secs_f64() * 1e3 * 0.8;
+        let note = if v >= cut || o32.stats.p99_ms >= cut { "; cut short by the window: set OSPREY_BENCH_SECS=30" } else { "" };
+        parts.push(format!("p99 at c=32 {ratio:.2}x {p}'s (goal ≤ 0.8x: {}{note})", mark(ratio <= 0.8)));
+    }
+    Some(parts.join("; "))
+}
