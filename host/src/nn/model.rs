@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use ort::session::builder::PrepackedWeights;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
@@ -109,7 +110,9 @@ impl Model {
     pub fn load(id: Identity, labels: Vec<String>, spec: &LoadSpec) -> Result<Self, NnError> {
         let env = super::runtime::environment()?;
         let (name, file) = (id.name.as_str(), id.file.as_path());
-        let (first, provider) = open_session(env, name, file, spec)?;
+        // The sessions of one model share their prepacked weights: one copy, not one per session.
+        let prepacked = PrepackedWeights::new();
+        let (first, provider) = open_session(env, name, file, spec, &prepacked)?;
         let inputs: Vec<Port> = first.inputs().iter().map(port).collect();
         let outputs = first.outputs().iter().map(port).collect();
         let fixed_batch = inputs.iter().any(|p| p.shape.first().is_some_and(|&d| d > 0));
@@ -119,7 +122,7 @@ impl Model {
         }
         let mut runners = vec![SessionRunner { model: name.into(), session: first }];
         for _ in 1..spec.instances.max(1) {
-            runners.push(SessionRunner { model: name.into(), session: open_session(env, name, file, spec)?.0 });
+            runners.push(SessionRunner { model: name.into(), session: open_session(env, name, file, spec, &prepacked)?.0 });
         }
         // A session's first run allocates its buffers: pay that now, not on a request.
         if let Some(zeros) = zero_inputs(&inputs) {
@@ -219,6 +222,7 @@ fn open_session(
     name: &str,
     file: &Path,
     spec: &LoadSpec,
+    prepacked: &PrepackedWeights,
 ) -> Result<(Session, Provider), NnError> {
     let fail = |e: String| NnError::Load { model: name.to_string(), file: file.to_path_buf(), why: e };
     if !file.is_file() {
@@ -228,6 +232,7 @@ fn open_session(
         Session::builder(env)
             .and_then(|b| b.with_intra_threads(spec.threads.max(1)).map_err(Into::into))
             .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
+            .and_then(|b| b.with_prepacked_weights(prepacked).map_err(Into::into))
             .map_err(|e| e.to_string())
     };
     if spec.target != Target::Cpu {
