@@ -8,7 +8,7 @@ CARGO ?= cargo
 PLUGINS := image-prep yolo ssd classify misbehave
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models plugins host test-deps test-services bench bench-deps bench-peers check
+.PHONY: serve test setup toolchain models plugins host test-deps test-services bench bench-deps bench-peers soak check
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
@@ -45,8 +45,10 @@ test-deps: test-services
 	fi
 
 # Debian packages whose servers the tests start themselves on 127.0.0.1.
+# pebble: a test ACME CA, and pebble-challtestsrv (its DNS), for tests/tls.
 test-services:
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null && command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq redis-server pebble >/dev/null; }
 
 bench: setup
 	$(CARGO) bench -p osprey-tests --bench serving
@@ -68,6 +70,10 @@ bench-deps:
 # the table goes to stdout and target/bench-peers.md (tests/bench/README.md).
 bench-peers: setup bench-deps
 	OSPREY_PEERS_VENV=$(PEERS_VENV) $(CARGO) bench -p osprey-tests --bench peers
+
+# Ten minutes well past capacity on loopback: only 2xx and 429, RSS flat (README).
+soak: setup
+	$(CARGO) bench -p osprey-tests --bench soak
 
 check:
 	./target/release/osprey check --config config/osprey.toml

@@ -18,6 +18,7 @@
 //! - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
 //! - `ratelimit`: token buckets per client and route (memory or Redis).
 //! - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
+//! - `tls`: HTTPS: certificates from ACME or files, the handshake, the plain redirect listener.
 
 pub mod cache;
 pub mod chain;
@@ -32,3 +33,4 @@ pub mod ratelimit;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+pub mod tls;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use osprey::cli::{Cli, Command};
 use osprey::plugin::{Engine, SandboxLimits};
-use osprey::{config, reload, server, snapshot::Snapshot};
+use osprey::{config, reload, server, snapshot::Snapshot, tls};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -24,6 +24,7 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
     let config = config::load(path)?;
     let watch = config.admin.watch;
     let addr = listen.unwrap_or(config.server.listen);
+    let tls_settings = config.tls.clone();
     // Compiling plugins and loading models blocks: done before the runtime serves anything.
     let engine = Engine::new(SandboxLimits::from(&config.server))?;
     let snapshot = Snapshot::build(config, &engine, None)?;
@@ -33,12 +34,21 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
         if watch {
             reload::watch::spawn(shared.clone()).context("start the file watcher")?;
         }
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+        let tls = tls::start(&tls_settings).await?;
+        let listener = bind(addr).await?;
         // Tests and scripts read this line to learn the port when it was 0.
-        tracing::info!("listening on http://{}", listener.local_addr()?);
-        server::run(listener, shared, shutdown_signal()).await;
+        tracing::info!("listening on {}://{}", if tls.is_some() { "https" } else { "http" }, listener.local_addr()?);
+        let redirect = match tls_settings.http_listen {
+            Some(a) => Some(bind(a).await?).inspect(|_| tracing::info!("redirecting http://{a} to https")),
+            None => None,
+        };
+        server::serve(server::Endpoint { listener, tls, redirect }, shared, shutdown_signal()).await;
         Ok(())
     })
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))
 }
 
 async fn shutdown_signal() {

@@ -85,6 +85,8 @@ pub struct Metrics {
     batch_size: Histograms<ModelLabel>,
     queue_depth: Family<ModelLabel, Gauge>,
     pub models: Family<ModelVersionLabels, Gauge>,
+    /// Unix time the served certificate expires; 0 without one.
+    pub tls_cert_expiry: Gauge,
 }
 
 /// The process's metrics.
@@ -110,6 +112,7 @@ impl Metrics {
             batch_size: Family::new_with_constructor(sizes),
             queue_depth: Family::default(),
             models: Family::default(),
+            tls_cert_expiry: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -125,6 +128,7 @@ impl Metrics {
         r.register("batch_size", "Requests per model run", m.batch_size.clone());
         r.register("queue_depth", "Requests waiting per model", m.queue_depth.clone());
         r.register("model_loaded", "1 for each model version loaded, by provider", m.models.clone());
+        r.register("tls_cert_expiry_seconds", "Unix time the served TLS certificate expires (0: none yet, or TLS off)", m.tls_cert_expiry.clone());
         Metrics { registry: r, ..m }
     }
 

@@ -93,7 +93,8 @@ fn http_rows(route: &'static str, photo: &str, content_type: &str, w: Window) ->
     let server = load::Server::start(&repo().join("target/release/osprey"), &config_path());
     let url = format!("http://{}{route}", server.addr);
     let body = osprey_tests::image(photo);
-    let stats: Vec<_> = LEVELS.iter().map(|&n| (n, load::http(&url, content_type, &body, n, w))).collect();
+    // Distinct bodies: the result cache must not answer; this measures the pipeline.
+    let stats: Vec<_> = LEVELS.iter().map(|&n| (n, load::http_distinct(&url, content_type, &body, n, w))).collect();
     let rss = server.peak_rss_mib();
     stats
         .into_iter()

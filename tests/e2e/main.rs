@@ -5,6 +5,7 @@ mod redis;
 mod detect;
 mod sandbox;
 mod serving;
+mod shutdown;
 
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;

@@ -71,3 +71,48 @@ pub fn image(name: &str) -> Vec<u8> {
     let path = osprey::nn::runtime::cache_dir().join("images").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make setup` first)", path.display()))
 }
+
+/// A server on a config made by the test, on listeners the test bound
+/// (their ports are known before it starts: a CA must be told them). It stops
+/// when dropped, as a restarted process would.
+pub struct Running {
+    pub shared: Arc<server::Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let _ = self.thread.take().map(|t| t.join());
+    }
+}
+
+/// Builds the snapshot and serves `config` (TLS included) on `listener`,
+/// with `redirect` as the plain listener; an error starting TLS is returned.
+pub fn serve(config: config::Config, listener: std::net::TcpListener, redirect: Option<std::net::TcpListener>) -> Result<Running, String> {
+    let engine = Engine::new(SandboxLimits::from(&config.server)).expect("engine");
+    let tls = config.tls.clone();
+    let snapshot = Snapshot::build(config, &engine, None).unwrap_or_else(|e| panic!("{e}"));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let shared = server::Shared::new(snapshot, None).await.unwrap_or_else(|e| panic!("{e}"));
+            let tls = match osprey::tls::start(&tls).await {
+                Ok(tls) => tls,
+                Err(e) => return ready_tx.send(Err(e.to_string())).expect("send"),
+            };
+            let tokio_listener = |l: std::net::TcpListener| {
+                l.set_nonblocking(true).expect("nonblocking");
+                tokio::net::TcpListener::from_std(l).expect("tokio listener")
+            };
+            let endpoint = server::Endpoint { listener: tokio_listener(listener), tls, redirect: redirect.map(tokio_listener) };
+            ready_tx.send(Ok(shared.clone())).expect("send");
+            server::serve(endpoint, shared, async move { let _ = stopped.await; }).await;
+        });
+    });
+    let shared = ready_rx.recv().expect("server thread")?;
+    Ok(Running { shared, stop: Some(stop), thread: Some(thread) })
+}

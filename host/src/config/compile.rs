@@ -55,7 +55,8 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
         }
         ok.then(|| r.url.get_ref().clone())
     });
-    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis })
+    let tls = super::tls::compile(&raw.tls, server.listen, base, d);
+    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls })
 }
 
 fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
@@ -95,6 +96,15 @@ fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
         match *v.get_ref() {
             1..=1_000_000 => out.max_connections = *v.get_ref() as usize,
             n => d.error(v.span(), format!("max_connections = {n} is out of range"), Some("between 1 and 1000000".into())),
+        }
+    }
+    if let Some(v) = &s.max_waiting {
+        out.max_waiting = *v.get_ref() as usize;
+    }
+    if let Some(v) = &s.max_inflight {
+        match *v.get_ref() {
+            1..=100_000 => out.max_inflight = *v.get_ref() as usize,
+            n => d.error(v.span(), format!("max_inflight = {n} is out of range"), Some("between 1 and 100000".into())),
         }
     }
     if let Some(v) = &s.max_plugin_instances {
@@ -311,7 +321,7 @@ fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_>) -> bool 
 }
 
 /// Resolves a path relative to the config file and checks that it exists.
-fn existing(base: &Path, p: &Spanned<String>, what: &str, fix: &str, d: &mut Diagnostics<'_>) -> Option<PathBuf> {
+pub(super) fn existing(base: &Path, p: &Spanned<String>, what: &str, fix: &str, d: &mut Diagnostics<'_>) -> Option<PathBuf> {
     let path = base.join(p.get_ref());
     if path.is_file() {
         Some(path)

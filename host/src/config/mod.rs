@@ -5,12 +5,14 @@
 mod compile;
 pub mod diag;
 pub mod raw;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diag::{ConfigError, Diagnostic};
+pub use tls::{AcmeSettings, CertFiles, Challenge, Directory, TlsMode, TlsSettings};
 
 use crate::nn::{ElemType, LoadSpec};
 
@@ -26,6 +28,8 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Redis URL: when set, the cache and the token buckets live there.
     pub redis: Option<String>,
+    /// HTTPS on `server.listen` (and an optional plain redirect listener), or off.
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,6 +49,12 @@ pub struct ServerSettings {
     pub api_key_header: Option<String>,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Chains running at once: bounds the decoded images and tensors held in
+    /// memory under load; the cores are busy long before this many.
+    pub max_inflight: usize,
+    /// Requests waiting for a turn; past this, overload is answered 429
+    /// rather than left to time out.
+    pub max_waiting: usize,
     pub shutdown_grace: Duration,
 }
 
@@ -59,6 +69,8 @@ impl Default for ServerSettings {
             api_key_header: None,
             header_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_inflight: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()).max(2),
+            max_waiting: 64,
             shutdown_grace: Duration::from_secs(30),
         }
     }

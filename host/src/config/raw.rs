@@ -23,6 +23,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub cache: RawCache,
     pub redis: Option<RawRedis>,
+    #[serde(default)]
+    pub tls: RawTls,
 }
 
 /// The in-memory result cache (unused when `[redis]` is set).
@@ -68,6 +70,10 @@ pub struct RawServer {
     pub header_timeout_ms: Option<Spanned<u64>>,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: Option<Spanned<u32>>,
+    /// Requests running their chains at once; more wait (without a thread) for a turn.
+    pub max_inflight: Option<Spanned<u32>>,
+    /// Requests that may wait for a turn; more are answered 429 at once.
+    pub max_waiting: Option<Spanned<u32>>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_ms: Option<Spanned<u64>>,
 }
@@ -156,4 +162,40 @@ pub struct RawParam {
     pub stage: String,
     pub min: f64,
     pub max: f64,
+}
+
+/// `[tls]`: how the listener gets its certificate. Which keys belong to which
+/// mode is checked in `compile`, so a stray key is reported where it stands.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub mode: Option<Spanned<RawTlsMode>>,
+    pub domains: Option<Spanned<Vec<Spanned<String>>>>,
+    pub contact: Option<Spanned<Vec<Spanned<String>>>>,
+    pub cache_dir: Option<Spanned<String>>,
+    /// "letsencrypt", "letsencrypt-staging" or an https:// directory URL.
+    pub directory: Option<Spanned<String>>,
+    pub challenge: Option<Spanned<RawChallenge>>,
+    /// An extra CA root (PEM) trusted when talking to the directory (a test CA).
+    pub ca_root: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    /// A plain HTTP listener: redirects to HTTPS, answers HTTP-01 challenges.
+    pub http_listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawTlsMode {
+    Acme,
+    Files,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RawChallenge {
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    #[serde(rename = "http-01")]
+    Http01,
 }

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config;
-use crate::metrics::{OutcomeLabel, ReloadOutcome};
+use crate::metrics::{ModelVersionLabels, OutcomeLabel, ReloadOutcome};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
 
@@ -56,6 +56,18 @@ impl State {
     }
 }
 
+/// Publishes what a snapshot serves: its generation and its model versions.
+pub fn announce(snapshot: &Snapshot) {
+    let metrics = crate::metrics::global();
+    metrics.generation.set(snapshot.generation as i64);
+    metrics.models.clear();
+    for m in snapshot.registry.iter() {
+        let id = m.identity();
+        let labels = ModelVersionLabels { model: id.name.clone(), version: id.version.clone(), provider: m.provider().to_string() };
+        metrics.models.get_or_create(&labels).set(1);
+    }
+}
+
 /// Rebuilds from the config file and swaps. Blocking: call it on a blocking thread.
 pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
     let mut last = shared.reload.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -70,9 +82,9 @@ pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
     let outcome = match built {
         Ok(next) => {
             let generation = next.generation;
+            announce(&next);
             shared.snapshot.store(Arc::new(next));
             shared.reload.succeeded.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::global().generation.set(generation as i64);
             crate::metrics::global().reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::success }).inc();
             tracing::info!(generation, took_ms = started.elapsed().as_millis() as u64, "reload: now serving generation {generation} ({cause})");
             Outcome::Success { generation }

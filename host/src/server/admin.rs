@@ -1,5 +1,5 @@
 //! The admin API behind a bearer token: `GET /admin/status` (what is loaded,
-//! and the last reload) and `POST /admin/reload`. Off (404) when no token is set.
+//! the last reload, the TLS certificate) and `POST /admin/reload`. Off (404) when no token is set.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -80,6 +80,7 @@ fn status(shared: &Shared) -> Value {
         "models": models,
         "routes": routes,
         "last_reload": shared.reload.last(),
+        "tls": shared.tls.get().map_or_else(|| json!({"mode": "off", "domains": [], "not_after": null}), |t| t.to_json()),
     })
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP side: accept connections (HTTP/1.1 and h2c), send each request
-//! down the corridor, stop gracefully.
+//! The HTTP side: accept connections (HTTP/1.1 and h2c, or both over TLS
+//! chosen by ALPN), send each request down the corridor, stop gracefully.
 //!
 //! - `router`: method + path → host endpoint or route.
 //! - `body`: request body → the upload.
@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,8 +26,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -49,6 +50,8 @@ pub enum ServeError {
     Unauthorized,
     #[error("rate limit reached; retry in {:.1} s", .0.as_secs_f64())]
     RateLimited(Duration),
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     #[error("method not allowed here; allowed: {}", .0.join(", "))]
     MethodNotAllowed(Vec<String>),
     #[error("{message}")]
@@ -75,6 +78,12 @@ pub struct Shared {
     pub reload: reload::State,
     pub cache: Cache,
     pub limiter: Limiter,
+    /// Turns to run a chain (`[server] max_inflight`), first come first served.
+    pub inflight: Arc<Semaphore>,
+    /// Requests waiting for a turn (bounded by `[server] max_waiting`).
+    pub waiting: std::sync::atomic::AtomicUsize,
+    /// The certificate being served; unset while TLS is off.
+    pub tls: OnceLock<Arc<crate::tls::Status>>,
     next_request: AtomicU64,
 }
 
@@ -93,23 +102,56 @@ impl Shared {
 
     /// With services made by the caller (tests bring a fake clock).
     pub fn with(snapshot: Snapshot, config_path: Option<PathBuf>, cache: Cache, limiter: Limiter) -> Arc<Self> {
-        crate::metrics::global().generation.set(snapshot.generation as i64);
+        reload::announce(&snapshot);
+        let inflight = Arc::new(Semaphore::new(snapshot.config.server.max_inflight));
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             config_path,
             reload: reload::State::default(),
+            inflight,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             cache,
             limiter,
+            tls: OnceLock::new(),
             next_request: AtomicU64::new(1),
         })
     }
 }
 
+/// Where a server listens and how it speaks there.
+pub struct Endpoint {
+    pub listener: TcpListener,
+    /// HTTPS on `listener` when set; plain HTTP/1.1 and h2c otherwise.
+    pub tls: Option<crate::tls::Tls>,
+    /// A plain listener that redirects to HTTPS (with `tls` only).
+    pub redirect: Option<TcpListener>,
+}
+
+impl Endpoint {
+    pub fn plain(listener: TcpListener) -> Self {
+        Endpoint { listener, tls: None, redirect: None }
+    }
+}
+
+/// Serves plain HTTP on `listener`; see `serve`.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    serve(Endpoint::plain(listener), shared, shutdown).await
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish
 /// (up to `shutdown_grace`). At most `max_connections` are served at once;
 /// further clients wait in the listen backlog.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let settings = shared.snapshot.load().config.server.clone();
+    let Endpoint { listener, tls, redirect } = endpoint;
+    let _redirect = redirect.zip(tls.as_ref()).map(|(plain, tls)| {
+        let https_port = listener.local_addr().map_or(443, |a| a.port());
+        AbortOnDrop(tokio::spawn(crate::tls::redirect::serve(plain, https_port, tls.http01.clone(), settings.header_timeout)))
+    });
+    let acceptor = tls.map(|tls| {
+        let _ = shared.tls.set(tls.status);
+        Arc::new(tls.acceptor)
+    });
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
@@ -132,16 +174,17 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             },
             () = &mut shutdown => break,
         };
-        let shared = shared.clone();
-        let service = service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let (shared, builder, watcher, acceptor) = (shared.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "connection ended: {e}");
+            match acceptor {
+                None => connection(stream, peer, &builder, watcher, shared).await,
+                // The handshake gets the time a client has to send its headers.
+                Some(tls) => match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
+                    Ok(Ok(Some(stream))) => connection(stream, peer, &builder, watcher, shared).await,
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
             }
             drop(permit);
         });
@@ -149,6 +192,30 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     tracing::info!("shutting down: finishing in-flight requests");
     if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period of {} ms passed with requests still running", settings.shutdown_grace.as_millis());
+    }
+}
+
+/// One client connection, plain or after its TLS handshake.
+async fn connection<IO>(io: IO, peer: std::net::SocketAddr, builder: &auto::Builder<TokioExecutor>, watcher: Watcher, shared: Arc<Shared>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+/// Stops the plain redirect listener when the HTTPS server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -205,6 +272,7 @@ fn log_failure(method: &str, path: &str, e: &ServeError) {
         | ServeError::NotFound
         | ServeError::Unauthorized
         | ServeError::RateLimited(_)
+        | ServeError::Overloaded(_)
         | ServeError::MethodNotAllowed(_)
         | ServeError::BadRequest { .. }
         | ServeError::BodyTooLarge { .. }

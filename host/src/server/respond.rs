@@ -65,7 +65,7 @@ pub fn error(e: &ServeError) -> Response<Body> {
     let mut resp = json_response(status, &json!({"error": {"code": code, "message": e.to_string()}}));
     let retry = match e {
         // A full queue drains in about one model run: a second is a fair first retry.
-        ServeError::Plugin(PluginError::Overloaded(_)) => Some(1),
+        ServeError::Plugin(PluginError::Overloaded(_)) | ServeError::Overloaded(_) => Some(1),
         ServeError::RateLimited(wait) => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
         _ => None,
     };
@@ -88,6 +88,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
         ServeError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         ServeError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ServeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        ServeError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
         ServeError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
         ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),

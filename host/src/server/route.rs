@@ -2,6 +2,7 @@
 //! layer can answer on its own; the chain runs only when none does.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::respond::{self, Body};
 use super::{body, ServeError, Shared};
-use crate::metrics::RouteLabel;
+use crate::metrics::{CacheLabels, CacheResult, RouteLabel};
 use crate::snapshot::{Route, Snapshot};
 
 /// Whether the answer came from the cache, for `x-osprey-cache`.
@@ -54,18 +55,55 @@ pub async fn serve(
         Some(_) => Some(crate::cache::key(&route.version_key, &overrides.canonical(), &upload.bytes).await),
         None => None,
     };
-    if let Some(hit) = match &key {
-        Some(k) => shared.cache.get(k).await,
-        None => None,
-    } {
-        return (Ok(respond::json_bytes(StatusCode::OK, hit, &route.chain.signature)), CacheUse::Hit);
+    if let Some(k) = &key {
+        let hit = shared.cache.get(k).await;
+        let result = if hit.is_some() { CacheResult::hit } else { CacheResult::miss };
+        crate::metrics::global().cache.get_or_create(&CacheLabels { route: route.path.clone(), result }).inc();
+        if let Some(body) = hit {
+            return (Ok(respond::json_bytes(StatusCode::OK, body, &route.chain.signature)), CacheUse::Hit);
+        }
     }
+    // Wait for a turn to run: what is held per running chain (decoded image,
+    // tensors, a plugin's memory) stays bounded however many clients wait.
+    let _turn = match take_turn(shared, route.chain.deadline.saturating_sub(started.elapsed())).await {
+        Ok(permit) => permit,
+        Err(e) => return (Err(e), CacheUse::Miss),
+    };
     let result = run_chain(snapshot.clone(), index, upload, overrides, started, id).await;
     if let (Ok(body), Some(key), Some(ttl)) = (&result, key, route.cache_ttl) {
         shared.cache.put(key, body.clone(), ttl).await;
     }
     let resp = result.map(|body| respond::json_bytes(StatusCode::OK, body, &route.chain.signature));
     (resp, CacheUse::Miss)
+}
+
+/// A turn to run a chain: at once when one is free, after waiting behind
+/// earlier requests otherwise; refused (429) when too many wait already.
+async fn take_turn(shared: &Shared, left: Duration) -> Result<tokio::sync::OwnedSemaphorePermit, ServeError> {
+    if let Ok(permit) = shared.inflight.clone().try_acquire_owned() {
+        return Ok(permit);
+    }
+    let limit = shared.snapshot.load().config.server.max_waiting;
+    let waiting = shared.waiting.fetch_add(1, Ordering::SeqCst);
+    let _leave = scopeguard(|| shared.waiting.fetch_sub(1, Ordering::SeqCst));
+    if waiting >= limit {
+        return Err(ServeError::Overloaded(format!("{waiting} requests are waiting already; retry shortly")));
+    }
+    match tokio::time::timeout(left, shared.inflight.clone().acquire_owned()).await {
+        Ok(permit) => Ok(permit.expect("the semaphore is never closed")),
+        Err(_) => Err(ServeError::Deadline(left)),
+    }
+}
+
+/// Runs `f` when dropped: the waiting count goes down however the wait ends.
+fn scopeguard<F: FnMut() -> usize>(f: F) -> impl Drop {
+    struct Guard<F: FnMut() -> usize>(F);
+    impl<F: FnMut() -> usize> Drop for Guard<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+    Guard(f)
 }
 
 /// Runs the chain on a blocking thread, within the route's deadline; returns the JSON answer.

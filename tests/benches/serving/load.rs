@@ -147,7 +147,6 @@ pub fn http(url: &str, content_type: &str, body: &[u8], concurrency: usize, w: W
 /// photo with a few bytes of its own after the image's end (after JPEG's
 /// end-of-image marker or PNG's IEND chunk, where decoders stop reading), so
 /// a result cache keyed by the body never hits.
-#[allow(dead_code)] // used by peers.rs, not by serving.rs
 pub fn http_distinct(url: &str, content_type: &str, body: &[u8], concurrency: usize, w: Window) -> Stats {
     load(url, content_type, body, concurrency, w, true)
 }
