@@ -74,11 +74,8 @@ fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
     if let Some(v) = &s.max_body_bytes {
         out.max_body_bytes = positive(v, "max_body_bytes", d).unwrap_or(out.max_body_bytes);
     }
-    if let Some(v) = &s.plugin_memory_mib {
-        match *v.get_ref() {
-            1..=4096 => out.plugin_memory_bytes = (*v.get_ref() as usize) << 20,
-            n => d.error(v.span(), format!("plugin_memory_mib = {n} is out of range"), Some("between 1 and 4096".into())),
-        }
+    if let Some(n) = s.plugin_memory_mib.as_ref().and_then(|v| ranged(v, "plugin_memory_mib", 4096, d)) {
+        out.plugin_memory_bytes = (n as usize) << 20;
     }
     if let Some(h) = &s.api_key_header {
         match hyper::header::HeaderName::from_bytes(h.get_ref().as_bytes()) {
@@ -92,26 +89,17 @@ fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
     if let Some(v) = &s.shutdown_grace_ms {
         out.shutdown_grace = Duration::from_millis(*v.get_ref());
     }
-    if let Some(v) = &s.max_connections {
-        match *v.get_ref() {
-            1..=1_000_000 => out.max_connections = *v.get_ref() as usize,
-            n => d.error(v.span(), format!("max_connections = {n} is out of range"), Some("between 1 and 1000000".into())),
-        }
+    if let Some(n) = s.max_connections.as_ref().and_then(|v| ranged(v, "max_connections", 1_000_000, d)) {
+        out.max_connections = n as usize;
     }
     if let Some(v) = &s.max_waiting {
         out.max_waiting = *v.get_ref() as usize;
     }
-    if let Some(v) = &s.max_inflight {
-        match *v.get_ref() {
-            1..=100_000 => out.max_inflight = *v.get_ref() as usize,
-            n => d.error(v.span(), format!("max_inflight = {n} is out of range"), Some("between 1 and 100000".into())),
-        }
+    if let Some(n) = s.max_inflight.as_ref().and_then(|v| ranged(v, "max_inflight", 100_000, d)) {
+        out.max_inflight = n as usize;
     }
-    if let Some(v) = &s.max_plugin_instances {
-        match *v.get_ref() {
-            1..=10_000 => out.max_plugin_instances = *v.get_ref(),
-            n => d.error(v.span(), format!("max_plugin_instances = {n} is out of range"), Some("between 1 and 10000".into())),
-        }
+    if let Some(n) = s.max_plugin_instances.as_ref().and_then(|v| ranged(v, "max_plugin_instances", 10_000, d)) {
+        out.max_plugin_instances = n;
     }
     out
 }
@@ -132,11 +120,7 @@ fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let count = |v: &Option<Spanned<u32>>, what: &str, d: &mut Diagnostics<'_>| match v {
         None => Some(cores),
-        Some(v) if (1..=256).contains(v.get_ref()) => Some(*v.get_ref() as usize),
-        Some(v) => {
-            d.error(v.span(), format!("{what} = {} is out of range", v.get_ref()), Some("between 1 and 256".into()));
-            None
-        }
+        Some(v) => ranged(v, what, 256, d).map(|n| n as usize),
     };
     let instances = count(&m.instances, "instances", d);
     let threads = count(&m.threads, "threads", d);
@@ -179,19 +163,11 @@ fn source(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics
 fn batching(m: &RawModel, d: &mut Diagnostics<'_>) -> Option<Batching> {
     let mut b = Batching::default();
     let before = d.list.len();
-    let mut within = |v: &Spanned<u32>, what: &str, max: u32| {
-        if (1..=max).contains(v.get_ref()) {
-            Some(*v.get_ref() as usize)
-        } else {
-            d.error(v.span(), format!("{what} = {} is out of range", v.get_ref()), Some(format!("between 1 and {max}")));
-            None
-        }
-    };
     if let Some(v) = &m.max_batch {
-        b.max_batch = within(v, "max_batch", 256).unwrap_or(1);
+        b.max_batch = ranged(v, "max_batch", 256, d).unwrap_or(1) as usize;
     }
     if let Some(v) = &m.queue_size {
-        b.queue_size = within(v, "queue_size", 100_000).unwrap_or(1);
+        b.queue_size = ranged(v, "queue_size", 100_000, d).unwrap_or(1) as usize;
     }
     if let Some(v) = &m.max_queue_delay_us {
         if *v.get_ref() > 1_000_000 {
@@ -309,6 +285,17 @@ fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnosti
         }
     }
     (d.list.len() == before).then_some(out)
+}
+
+/// A whole number from 1 to `max`, or an error where it stands.
+fn ranged(v: &Spanned<u32>, what: &str, max: u32, d: &mut Diagnostics<'_>) -> Option<u32> {
+    let n = *v.get_ref();
+    if (1..=max).contains(&n) {
+        Some(n)
+    } else {
+        d.error(v.span(), format!("{what} = {n} is out of range"), Some(format!("between 1 and {max}")));
+        None
+    }
 }
 
 fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_>) -> bool {

@@ -61,7 +61,7 @@ pub struct RawServer {
     /// Default largest request body, in bytes.
     pub max_body_bytes: Option<Spanned<u64>>,
     /// Linear memory one plugin instance may use, in MiB.
-    pub plugin_memory_mib: Option<Spanned<u64>>,
+    pub plugin_memory_mib: Option<Spanned<u32>>,
     /// Plugin instances alive at once (all requests together).
     pub max_plugin_instances: Option<Spanned<u32>>,
     /// Clients are told apart by this header when they send it, else by IP.
