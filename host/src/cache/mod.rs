@@ -49,11 +49,8 @@ impl Cache {
         Cache::Memory(quick_cache::sync::Cache::with_weighter(items, max_bytes, Weight))
     }
 
-    pub async fn redis(url: &str) -> Result<Cache, CacheError> {
-        let fail = |e: redis::RedisError| CacheError::Redis { url: url.into(), why: e.to_string() };
-        let client = redis::Client::open(url).map_err(fail)?;
-        let conn = ConnectionManager::new(client).await.map_err(fail)?;
-        Ok(Cache::Redis { conn, url: url.into() })
+    pub fn redis(conn: ConnectionManager, url: &str) -> Cache {
+        Cache::Redis { conn, url: url.into() }
     }
 
     pub async fn get(&self, key: &str) -> Option<Bytes> {
@@ -93,6 +90,13 @@ impl Cache {
             }
         }
     }
+}
+
+/// One connection to Redis, shared by the cache and the token buckets.
+pub async fn connect_redis(url: &str) -> Result<ConnectionManager, CacheError> {
+    let fail = |e: redis::RedisError| CacheError::Redis { url: url.into(), why: e.to_string() };
+    let client = redis::Client::open(url).map_err(fail)?;
+    ConnectionManager::new(client).await.map_err(fail)
 }
 
 fn redis_key(key: &str) -> String {

@@ -41,8 +41,8 @@ pub struct NnCtx {
 }
 
 impl NnCtx {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        NnCtx { registry, inference: Duration::ZERO, last_model: None, deadline: None, refused: None }
+    pub fn new(registry: Arc<Registry>, deadline: Option<Instant>) -> Self {
+        NnCtx { registry, inference: Duration::ZERO, last_model: None, deadline, refused: None }
     }
 }
 

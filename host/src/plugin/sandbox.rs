@@ -99,13 +99,11 @@ impl Sandbox<'_> {
         let data = StoreData {
             wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
-            nn: NnCtx::new(self.registry.clone()),
+            nn: NnCtx::new(self.registry.clone(), Some(deadline)),
             host: HostCtx::new(self.registry.clone(), self.request_id),
             memory: MemoryCap { limit: self.engine.limits.memory_bytes, hit: false },
             stderr,
         };
-        let mut data = data;
-        data.nn.deadline = Some(deadline);
         let mut store = Store::new(&self.engine.engine, data);
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_trap();

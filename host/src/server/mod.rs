@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cache::{Cache, CacheError};
+use crate::cache::{connect_redis, Cache, CacheError};
 use crate::metrics::{RequestLabels, RouteLabel};
 use crate::ratelimit::{Limiter, SystemClock};
 use crate::plugin::PluginError;
@@ -92,8 +92,8 @@ impl Shared {
     pub async fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Result<Arc<Self>, CacheError> {
         let (cache, limiter) = match &snapshot.config.redis {
             Some(url) => {
-                let Cache::Redis { conn, .. } = Cache::redis(url).await? else { unreachable!("Cache::redis gives Redis") };
-                (Cache::Redis { conn: conn.clone(), url: url.clone() }, Limiter::redis(conn, url))
+                let conn = connect_redis(url).await?;
+                (Cache::redis(conn.clone(), url), Limiter::redis(conn, url))
             }
             None => (Cache::memory(snapshot.config.cache_bytes), Limiter::memory(Box::<SystemClock>::default())),
         };

@@ -35,7 +35,8 @@ pub async fn serve(
     let route = &snapshot.routes[index];
     // Rate limit first: a refused client costs no body read, no hashing, no model.
     if let Some(limit) = route.rate_limit {
-        if let Err(wait) = shared.limiter.check(&route.path, &client(shared, &req, peer), limit).await {
+        let client = client(snapshot.config.server.api_key_header.as_deref(), &req, peer);
+        if let Err(wait) = shared.limiter.check(&route.path, &client, limit).await {
             crate::metrics::global().rate_limited.get_or_create(&RouteLabel { route: route.path.clone() }).inc();
             return (Err(ServeError::RateLimited(wait)), CacheUse::Miss);
         }
@@ -65,7 +66,8 @@ pub async fn serve(
     }
     // Wait for a turn to run: what is held per running chain (decoded image,
     // tensors, a plugin's memory) stays bounded however many clients wait.
-    let _turn = match take_turn(shared, route.chain.deadline.saturating_sub(started.elapsed())).await {
+    let left = route.chain.deadline.saturating_sub(started.elapsed());
+    let _turn = match take_turn(shared, snapshot.config.server.max_waiting, left).await {
         Ok(permit) => permit,
         Err(e) => return (Err(e), CacheUse::Miss),
     };
@@ -79,11 +81,10 @@ pub async fn serve(
 
 /// A turn to run a chain: at once when one is free, after waiting behind
 /// earlier requests otherwise; refused (429) when too many wait already.
-async fn take_turn(shared: &Shared, left: Duration) -> Result<tokio::sync::OwnedSemaphorePermit, ServeError> {
+async fn take_turn(shared: &Shared, limit: usize, left: Duration) -> Result<tokio::sync::OwnedSemaphorePermit, ServeError> {
     if let Ok(permit) = shared.inflight.clone().try_acquire_owned() {
         return Ok(permit);
     }
-    let limit = shared.snapshot.load().config.server.max_waiting;
     let waiting = shared.waiting.fetch_add(1, Ordering::SeqCst);
     let _leave = scopeguard(|| shared.waiting.fetch_sub(1, Ordering::SeqCst));
     if waiting >= limit {
@@ -141,9 +142,8 @@ async fn run_chain(
 
 /// Who a bucket belongs to: the API key when the config names its header and
 /// the client sent it, else the peer's IP.
-fn client(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> String {
-    let key = shared.snapshot.load().config.server.api_key_header.clone();
-    match key.and_then(|h| req.headers().get(h.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)) {
+fn client(api_key_header: Option<&str>, req: &Request<Incoming>, peer: SocketAddr) -> String {
+    match api_key_header.and_then(|h| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string)) {
         Some(k) => format!("key:{k}"),
         None => format!("ip:{}", peer.ip()),
     }
