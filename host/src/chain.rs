@@ -9,17 +9,44 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::config::{ParamDef, RouteDef};
+use crate::config::{ParamDef, RouteDef, StageDef};
 use crate::nn::Registry;
-use crate::plugin::sandbox::StageCall;
-use crate::plugin::{Blob, Engine, Outcome, Plugin, PluginError, Sandbox};
+use crate::plugin::sandbox::{StageCall, Start};
+use crate::plugin::{Engine, Outcome, Plugin, PluginError, Sandbox};
 
 pub struct Chain {
     /// `plugin@sha256-prefix` of each stage, for answers and the admin status.
     pub signature: String,
     stages: Vec<Stage>,
+    /// Run last when the client asks for the annotated image.
+    render: Option<Stage>,
     params: Vec<ParamDef>,
     pub deadline: Duration,
+}
+
+/// The image format a client asked for instead of JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    Jpeg,
+    Png,
+}
+
+impl Render {
+    /// `?render=` values: `jpeg` (or `jpg`), `png`.
+    pub fn parse(v: &str) -> Option<Render> {
+        match v.to_ascii_lowercase().as_str() {
+            "jpeg" | "jpg" => Some(Render::Jpeg),
+            "png" => Some(Render::Png),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Render::Jpeg => "jpeg",
+            Render::Png => "png",
+        }
+    }
 }
 
 struct Stage {
@@ -36,17 +63,15 @@ pub struct Overrides(Vec<(usize, String, Value)>);
 /// Builds a route's chain from compiled plugins. The config was validated, so
 /// every plugin the route names exists.
 pub fn build(route: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>) -> Chain {
-    let stages = route
-        .stages
-        .iter()
-        .map(|s| Stage {
-            plugin: plugins[&s.plugin].clone(),
-            json: Value::Object(s.settings.clone()).to_string(),
-            settings: s.settings.clone(),
-        })
-        .collect::<Vec<Stage>>();
-    let signature = stages.iter().map(|s| format!("{}@{}", s.plugin.name, &s.plugin.sha256[..12])).collect::<Vec<_>>().join(",");
-    Chain { signature, stages, params: route.params.clone(), deadline: route.deadline }
+    let stage = |s: &StageDef| Stage {
+        plugin: plugins[&s.plugin].clone(),
+        json: Value::Object(s.settings.clone()).to_string(),
+        settings: s.settings.clone(),
+    };
+    let stages: Vec<Stage> = route.stages.iter().map(stage).collect();
+    let render = route.render.as_ref().map(stage);
+    let signature = stages.iter().chain(&render).map(|s| format!("{}@{}", s.plugin.name, &s.plugin.sha256[..12])).collect::<Vec<_>>().join(",");
+    Chain { signature, stages, render, params: route.params.clone(), deadline: route.deadline }
 }
 
 impl Chain {
@@ -54,6 +79,9 @@ impl Chain {
     pub fn overrides(&self, query: Option<&str>) -> Result<Overrides, String> {
         let mut out = Vec::new();
         for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if name == "render" {
+                continue; // not a stage's setting: see `Render`
+            }
             let Some(p) = self.params.iter().find(|p| p.name == name) else {
                 let known: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
                 return Err(format!("unknown parameter '{name}'; this route accepts: {}", known.join(", ")));
@@ -69,26 +97,41 @@ impl Chain {
             };
             out.push((p.stage, p.name.clone(), v));
         }
+        if let Some(p) = self.params.iter().find(|p| p.required && !out.iter().any(|(_, n, _)| *n == p.name)) {
+            return Err(format!("parameter '{}' is required ({}..{})", p.name, p.min, p.max));
+        }
         Ok(Overrides(out))
     }
 
-    /// Runs the stages on the upload. Blocking.
+    /// Whether the route can answer with an annotated image.
+    pub fn renders(&self) -> bool {
+        self.render.is_some()
+    }
+
+    /// Runs the stages (and the render stage, when asked) on the upload. Blocking.
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
         engine: &Engine,
         registry: Arc<Registry>,
-        input: Blob,
+        start: Start,
         overrides: &Overrides,
+        render: Option<Render>,
         started: Instant,
         request_id: u64,
     ) -> Result<Outcome, PluginError> {
-        let calls: Vec<StageCall<'_>> = self
+        let mut calls: Vec<StageCall<'_>> = self
             .stages
             .iter()
             .enumerate()
             .map(|(i, s)| StageCall { plugin: &s.plugin, settings: s.settings_with(i, overrides) })
             .collect();
-        Sandbox { engine, registry, request_id }.run(&calls, input, started + self.deadline)
+        if let (Some(stage), Some(format)) = (&self.render, render) {
+            let mut settings = stage.settings.clone();
+            settings.insert("format".into(), format.name().into());
+            calls.push(StageCall { plugin: &stage.plugin, settings: Cow::Owned(Value::Object(settings).to_string()) });
+        }
+        Sandbox { engine, registry, request_id }.run(&calls, start, started + self.deadline)
     }
 }
 

@@ -1,4 +1,5 @@
-//! The command line: `osprey serve [--config PATH] [--listen ADDR]`.
+//! The command line: `osprey serve [--config PATH] [--listen ADDR]`,
+//! `osprey check`, and `osprey client ...` (a client of a running server).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,5 +28,10 @@ pub enum Command {
     Check {
         #[arg(long, default_value = "config/osprey.toml")]
         config: PathBuf,
+    },
+    /// Talk to a running server: detect, classify, video.
+    Client {
+        #[command(subcommand)]
+        command: crate::client::ClientCommand,
     },
 }

@@ -124,6 +124,36 @@ fn corrupt(e: image::ImageError) -> ImagingError {
     }
 }
 
+/// An image from RGB pixels that a plugin made (drew on, marked).
+pub fn from_pixels(width: u32, height: u32, rgb: Vec<u8>, max_pixels: u64) -> Result<Image, ImagingError> {
+    check_pixels(width, height, max_pixels)?;
+    let want = width as usize * height as usize * 3;
+    if rgb.len() != want || want == 0 {
+        return Err(ImagingError::BadSpec(format!("{width}x{height} RGB needs {want} bytes, got {}", rgb.len())));
+    }
+    Ok(Image { width, height, rgb })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jpeg,
+    Png,
+}
+
+/// Encodes an image; `quality` (1..100) applies to JPEG.
+pub fn encode(img: &Image, format: Format, quality: u8) -> Result<(Vec<u8>, &'static str), ImagingError> {
+    use image::codecs::{jpeg::JpegEncoder, png::PngEncoder};
+    use image::ImageEncoder;
+    let mut out = Vec::with_capacity(img.rgb.len() / 8);
+    let (w, h, rgb) = (img.width, img.height, image::ExtendedColorType::Rgb8);
+    let done = match format {
+        Format::Jpeg => JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100)).write_image(&img.rgb, w, h, rgb),
+        Format::Png => PngEncoder::new(&mut out).write_image(&img.rgb, w, h, rgb),
+    };
+    done.map_err(|e| ImagingError::Corrupt(format!("cannot encode: {e}")))?;
+    Ok((out, if format == Format::Jpeg { "image/jpeg" } else { "image/png" }))
+}
+
 /// Computes where an image of `w`x`h` goes inside the model input.
 pub fn place(w: u32, h: u32, spec: &TensorSpec) -> Placement {
     match spec.fit {

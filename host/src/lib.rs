@@ -5,7 +5,8 @@
 //! → `chain` (a route's stages, deadline) → `plugin` (sandboxed WASM stages)
 //! → `nn` (wasi-nn over ONNX Runtime).
 //!
-//! - `cli`: the command line (`osprey serve`).
+//! - `cli`: the command line (`osprey serve`, `check`, `client`).
+//! - `client`: `osprey client`: detect, classify and video against a running server.
 //! - `config`: TOML config, parsed raw then validated, errors with line and column.
 //! - `snapshot`: the immutable set of compiled plugins, loaded models and routes.
 //! - `server`: hyper connections, routing, request bodies, the one error-to-HTTP map.
@@ -19,10 +20,12 @@
 //! - `ratelimit`: token buckets per client and route (memory or Redis).
 //! - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
 //! - `tls`: HTTPS: certificates from ACME or files, the handshake, the plain redirect listener.
+//! - `video`: video jobs: upload, ffprobe, ffmpeg frames through a route, results as SSE.
 
 pub mod cache;
 pub mod chain;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod imaging;
 pub mod metrics;
@@ -34,3 +37,4 @@ pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod video;

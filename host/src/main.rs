@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config, listen } => serve(&config, listen),
+        Command::Client { command } => std::process::exit(osprey::client::run(command)),
     }
 }
 

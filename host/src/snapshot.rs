@@ -38,6 +38,8 @@ pub struct Route {
     /// Route, plugin builds and model versions: part of every cache key, so
     /// a reload that changes any of them never serves an old answer.
     pub version_key: String,
+    /// Multipart field → index of the route whose chain runs on it.
+    pub branches: Vec<(String, usize)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +74,8 @@ impl Snapshot {
             };
             plugins.insert(def.name.clone(), plugin);
         }
-        let routes = config.routes.iter().map(|r| route(r, &plugins, &registry)).collect();
+        let mut routes: Vec<Route> = config.routes.iter().map(|r| route(r, &plugins, &registry)).collect();
+        link_branches(&config, &mut routes);
         let mut plugins: Vec<_> = plugins.into_values().collect();
         plugins.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Snapshot {
@@ -96,7 +99,33 @@ fn route(r: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>, registry: &Regist
         .filter_map(|m| registry.get(m).map(|model| format!("{m}={}:{}", model.identity().version, model.identity().sha256)))
         .collect();
     let version_key = format!("{} {} {} {}", r.method, r.path, chain.signature, models.join(","));
-    Route { method: r.method.clone(), path: r.path.clone(), max_body_bytes: r.max_body_bytes, chain, cache_ttl: r.cache_ttl, rate_limit: r.rate_limit, version_key }
+    Route {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        max_body_bytes: r.max_body_bytes,
+        chain,
+        cache_ttl: r.cache_ttl,
+        rate_limit: r.rate_limit,
+        version_key,
+        branches: Vec::new(),
+    }
+}
+
+/// A route with branches runs other routes' chains first: find them (the
+/// config was validated, so they exist) and fold their versions into its key.
+fn link_branches(config: &Config, routes: &mut [Route]) {
+    for (i, def) in config.routes.iter().enumerate() {
+        let linked: Vec<(String, usize)> = def
+            .branches
+            .iter()
+            .filter_map(|(field, path)| Some((field.clone(), routes.iter().position(|r| &r.path == path && r.method == "POST")?)))
+            .collect();
+        for (_, b) in &linked {
+            let key = format!(" [{}]", routes[*b].version_key);
+            routes[i].version_key.push_str(&key);
+        }
+        routes[i].branches = linked;
+    }
 }
 
 /// The versions of one model, oldest first.

@@ -1,11 +1,16 @@
 //! End-to-end tests: the real server, the real models, real photos, over HTTP.
 
 mod bad_input;
+mod client;
 mod redis;
 mod detect;
+mod fuse;
+mod render;
+mod stego;
 mod sandbox;
 mod serving;
 mod shutdown;
+mod video;
 
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;

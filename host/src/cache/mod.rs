@@ -104,17 +104,23 @@ fn redis_key(key: &str) -> String {
 }
 
 /// The cache key of a request: SHA-256 over the route's version key (route,
-/// plugin builds, model versions), the parameters and the body.
-pub async fn key(version: &str, params: &str, body: &Bytes) -> String {
-    let inline = body.len() <= INLINE_HASH_BYTES;
-    let (version, params, body) = (version.to_string(), params.to_string(), body.clone());
+/// plugin builds, model versions), the parameters and the body (or bodies:
+/// one per branch, each length-prefixed so parts cannot be shifted).
+pub async fn key(version: &str, params: &str, bodies: &[Bytes]) -> String {
+    let inline = bodies.iter().map(Bytes::len).sum::<usize>() <= INLINE_HASH_BYTES;
+    let (version, params, bodies) = (version.to_string(), params.to_string(), bodies.to_vec());
     let hash = move || {
         let mut h = Sha256::new();
         for part in [version.as_bytes(), params.as_bytes()] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
         }
-        h.update(&body);
+        for (i, body) in bodies.iter().enumerate() {
+            if i > 0 {
+                h.update((body.len() as u64).to_le_bytes());
+            }
+            h.update(body);
+        }
         hex(&h.finalize())
     };
     if inline {
@@ -130,15 +136,17 @@ mod tests {
 
     #[tokio::test]
     async fn keys_differ_by_version_params_and_body() {
-        let body = Bytes::from_static(b"image");
+        let body = [Bytes::from_static(b"image")];
         let k = key("r@1", "conf=0.5", &body).await;
         assert_eq!(k.len(), 64);
         assert_eq!(k, key("r@1", "conf=0.5", &body).await);
         assert_ne!(k, key("r@2", "conf=0.5", &body).await);
         assert_ne!(k, key("r@1", "conf=0.6", &body).await);
-        assert_ne!(k, key("r@1", "conf=0.5", &Bytes::from_static(b"other")).await);
+        assert_ne!(k, key("r@1", "conf=0.5", &[Bytes::from_static(b"other")]).await);
         // Length prefixes keep the parts apart: ("ab", "c") is not ("a", "bc").
         assert_ne!(key("ab", "c", &body).await, key("a", "bc", &body).await);
+        let two = |a: &'static [u8], b: &'static [u8]| [Bytes::from_static(a), Bytes::from_static(b)];
+        assert_ne!(key("r", "", &two(b"ab", b"c")).await, key("r", "", &two(b"a", b"bc")).await);
     }
 
     #[tokio::test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::diag::Diagnostics;
-use super::raw::{RawConfig, RawModel, RawRoute};
-use super::{AdminSettings, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef};
+use super::raw::{RawStage, RawConfig, RawModel, RawRoute};
+use super::{AdminSettings, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef, VideoSettings};
 use crate::nn::{Batching, ElemType, LoadSpec, Target};
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
@@ -56,7 +56,32 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
         ok.then(|| r.url.get_ref().clone())
     });
     let tls = super::tls::compile(&raw.tls, server.listen, base, d);
-    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls })
+    let video = video(&raw.video, d);
+    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls, video })
+}
+
+/// `[video]`: every bound above zero, the rates within reason.
+fn video(v: &super::raw::RawVideo, d: &mut Diagnostics<'_>) -> VideoSettings {
+    let mut out = VideoSettings::default();
+    if let Some(n) = v.max_bytes.as_ref().and_then(|n| positive(n, "[video] max_bytes", d)) {
+        out.max_bytes = n as u64;
+    }
+    if let Some(n) = v.max_seconds.as_ref().and_then(|n| positive(n, "[video] max_seconds", d)) {
+        out.max_duration = Duration::from_secs(n as u64);
+    }
+    if let Some(n) = v.max_frames.as_ref().and_then(|n| ranged(n, "[video] max_frames", 1_000_000, d)) {
+        out.max_frames = n as usize;
+    }
+    if let Some(n) = v.max_jobs.as_ref().and_then(|n| ranged(n, "[video] max_jobs", 1024, d)) {
+        out.max_jobs = n as usize;
+    }
+    if let Some(n) = v.max_fps.as_ref().and_then(|n| ranged(n, "[video] max_fps", 240, d)) {
+        out.max_fps = n;
+    }
+    if let Some(n) = v.idle_cancel_s.as_ref().and_then(|n| positive(n, "[video] idle_cancel_s", d)) {
+        out.idle_cancel = Duration::from_secs(n as u64);
+    }
+    out
 }
 
 fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
@@ -205,7 +230,7 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, cache_ttl: Dura
     if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.contains("//") {
         d.error(r.path.span(), format!("route path \"{path}\" is not a plain absolute path"), Some("like \"/v1/detect\": starts with '/', no query".into()));
         ok = false;
-    } else if RESERVED.contains(&path.as_str()) || ["/admin", "/v2"].iter().any(|r| path == r || path.starts_with(&format!("{r}/"))) {
+    } else if RESERVED.contains(&path.as_str()) || ["/admin", "/v2", "/v1/videos"].iter().any(|r| path == r || path.starts_with(&format!("{r}/"))) {
         d.error(r.path.span(), format!("route path \"{path}\" is answered by the host itself"), Some("pick another path".into()));
         ok = false;
     }
@@ -221,24 +246,14 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, cache_ttl: Dura
     }
     let mut stages = Vec::new();
     for (i, s) in r.stages.get_ref().iter().enumerate() {
-        let plugin = s.plugin.get_ref();
-        if !raw.plugins.keys().any(|k| k.get_ref() == plugin) {
-            let known = raw.plugins.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
-            d.error(s.plugin.span(), format!("{route_name}: stage {} uses plugin '{plugin}', which is not in [plugins]", i + 1), Some(format!("defined plugins: {known}")));
-            ok = false;
-        }
-        if let Some(toml::Value::String(m)) = s.settings.get_ref().get("model") {
-            // `name` follows the newest version, `name@N` pins one.
-            let base_name = m.split_once('@').map_or(m.as_str(), |(n, _)| n);
-            if !raw.models.keys().any(|k| k.get_ref() == base_name) {
-                let known = raw.models.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
-                d.error(s.settings.span(), format!("{route_name}: stage {} names model '{m}', which is not in [models]", i + 1), Some(format!("defined models: {known}")));
-                ok = false;
-            }
-        }
-        let settings = serde_json::to_value(s.settings.get_ref()).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
-        stages.push(StageDef { plugin: plugin.clone(), settings });
+        let def = stage(s, &format!("{route_name}: stage {}", i + 1), raw, d);
+        ok &= def.is_some();
+        stages.extend(def);
     }
+    let render = r.render.as_ref().map(|s| stage(s, &format!("{route_name}: render"), raw, d));
+    ok &= !matches!(render, Some(None));
+    let branches = branches(r, raw, &route_name, d);
+    ok &= branches.is_some();
     let params = params(r, &stages, &route_name, d);
     let deadline = r.deadline_ms.as_ref().map_or(Some(server.deadline), |v| positive_ms(v, "deadline_ms", d));
     let max_body = r.max_body_bytes.as_ref().map_or(Some(server.max_body_bytes), |v| positive(v, "max_body_bytes", d));
@@ -257,8 +272,58 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, cache_ttl: Dura
         }
     });
     let limit_ok = r.rate_limit.is_none() || rate_limit.is_some();
-    Some(RouteDef { method, path: path.clone(), deadline: deadline?, max_body_bytes: max_body?, stages, params: params?, cache_ttl, rate_limit })
+    let (render, branches) = (render.flatten(), branches.unwrap_or_default());
+    Some(RouteDef { method, path: path.clone(), deadline: deadline?, max_body_bytes: max_body?, stages, params: params?, cache_ttl, rate_limit, branches, render })
         .filter(|_| ok && limit_ok)
+}
+
+/// One stage: its plugin must be defined, and the model it names too.
+fn stage(s: &RawStage, what: &str, raw: &RawConfig, d: &mut Diagnostics<'_>) -> Option<StageDef> {
+    let plugin = s.plugin.get_ref();
+    let mut ok = true;
+    if !raw.plugins.keys().any(|k| k.get_ref() == plugin) {
+        let known = raw.plugins.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+        d.error(s.plugin.span(), format!("{what} uses plugin '{plugin}', which is not in [plugins]"), Some(format!("defined plugins: {known}")));
+        ok = false;
+    }
+    if let Some(toml::Value::String(m)) = s.settings.get_ref().get("model") {
+        // `name` follows the newest version, `name@N` pins one.
+        let base_name = m.split_once('@').map_or(m.as_str(), |(n, _)| n);
+        if !raw.models.keys().any(|k| k.get_ref() == base_name) {
+            let known = raw.models.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+            d.error(s.settings.span(), format!("{what} names model '{m}', which is not in [models]"), Some(format!("defined models: {known}")));
+            ok = false;
+        }
+    }
+    let settings = serde_json::to_value(s.settings.get_ref()).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
+    ok.then(|| StageDef { plugin: plugin.clone(), settings })
+}
+
+/// `branches`: each names a multipart field and a POST route without branches of its own.
+fn branches(r: &RawRoute, raw: &RawConfig, route_name: &str, d: &mut Diagnostics<'_>) -> Option<Vec<(String, String)>> {
+    let Some(list) = &r.branches else { return Some(Vec::new()) };
+    let before = d.list.len();
+    if list.get_ref().len() < 2 {
+        d.error(list.span(), format!("{route_name}: branches needs two or more entries"), Some("like branches = { visible = \"/v1/detect\", infrared = \"/v1/detect\" }".into()));
+    }
+    let mut out = Vec::new();
+    for (field, target) in list.get_ref() {
+        if field.get_ref().is_empty() || !field.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            d.error(field.span(), format!("{route_name}: branch name '{}' is not a plain field name", field.get_ref()), Some("letters, digits, '_' and '-'".into()));
+        }
+        let found = raw.routes.iter().find(|o| o.path.get_ref() == target.get_ref() && o.method.get_ref().eq_ignore_ascii_case("POST"));
+        match found {
+            None => {
+                let known = raw.routes.iter().filter(|o| o.branches.is_none()).map(|o| o.path.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+                d.error(target.span(), format!("{route_name}: branch '{}' runs route {}, which is not a POST route of this file", field.get_ref(), target.get_ref()), Some(format!("routes: {known}")));
+            }
+            Some(o) if o.branches.is_some() => {
+                d.error(target.span(), format!("{route_name}: branch '{}' runs route {}, which has branches itself", field.get_ref(), target.get_ref()), Some("branch to a route of plain stages".into()));
+            }
+            Some(_) => out.push((field.get_ref().clone(), target.get_ref().clone())),
+        }
+    }
+    (d.list.len() == before).then_some(out)
 }
 
 fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnostics<'_>) -> Option<Vec<ParamDef>> {
@@ -279,7 +344,7 @@ fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnosti
         let setting = stages[stage].settings.get(name);
         let integer = setting.is_some_and(|v| v.is_i64() || v.is_u64());
         match setting.and_then(|v| v.as_f64()) {
-            Some(v) if (p.min..=p.max).contains(&v) => out.push(ParamDef { name: name.clone(), stage, min: p.min, max: p.max, integer }),
+            Some(v) if (p.min..=p.max).contains(&v) => out.push(ParamDef { name: name.clone(), stage, min: p.min, max: p.max, integer, required: p.required }),
             Some(v) => d.error(span, format!("{route_name}: the setting {name} = {v} of stage '{}' is outside its own bounds {}..{}", p.stage, p.min, p.max), None),
             None => d.error(span, format!("{route_name}: param '{name}' needs a numeric setting '{name}' in stage '{}' to override", p.stage), Some(format!("add {name} = <default> to that stage's settings"))),
         }

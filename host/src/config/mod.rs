@@ -30,6 +30,32 @@ pub struct Config {
     pub redis: Option<String>,
     /// HTTPS on `server.listen` (and an optional plain redirect listener), or off.
     pub tls: TlsSettings,
+    pub video: VideoSettings,
+}
+
+/// Bounds of the video jobs: what one upload may be and how many run at once.
+#[derive(Debug, Clone)]
+pub struct VideoSettings {
+    pub max_bytes: u64,
+    pub max_duration: Duration,
+    pub max_frames: usize,
+    pub max_jobs: usize,
+    pub max_fps: u32,
+    /// A job that nobody follows for this long is cancelled.
+    pub idle_cancel: Duration,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        VideoSettings {
+            max_bytes: 200_000_000,
+            max_duration: Duration::from_secs(120),
+            max_frames: 3600,
+            max_jobs: 2,
+            max_fps: 30,
+            idle_cancel: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -122,6 +148,10 @@ pub struct RouteDef {
     /// How long successful answers are cached; `None` when caching is off.
     pub cache_ttl: Option<Duration>,
     pub rate_limit: Option<crate::ratelimit::Limit>,
+    /// Multipart field name → path of the route whose chain runs on it.
+    pub branches: Vec<(String, String)>,
+    /// The stage that draws answers on the image, when the route offers it.
+    pub render: Option<StageDef>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +170,8 @@ pub struct ParamDef {
     pub max: f64,
     /// The setting is a whole number (`top = 5`), so overrides must be too.
     pub integer: bool,
+    /// Requests without it are refused (its setting is only a type example).
+    pub required: bool,
 }
 
 /// Reads, parses and validates a config file.

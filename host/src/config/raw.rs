@@ -25,6 +25,26 @@ pub struct RawConfig {
     pub redis: Option<RawRedis>,
     #[serde(default)]
     pub tls: RawTls,
+    #[serde(default)]
+    pub video: RawVideo,
+}
+
+/// `[video]`: bounds of the video jobs (`POST /v1/videos`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVideo {
+    /// Largest upload, in bytes.
+    pub max_bytes: Option<Spanned<u64>>,
+    /// Longest video, in seconds.
+    pub max_seconds: Option<Spanned<u64>>,
+    /// Most frames one job runs through its route.
+    pub max_frames: Option<Spanned<u32>>,
+    /// Jobs running at once; more are answered 429.
+    pub max_jobs: Option<Spanned<u32>>,
+    /// Frames are sampled at the video's rate, at most this many a second.
+    pub max_fps: Option<Spanned<u32>>,
+    /// A job nobody follows for this long is cancelled, in seconds.
+    pub idle_cancel_s: Option<Spanned<u64>>,
 }
 
 /// The in-memory result cache (unused when `[redis]` is set).
@@ -129,6 +149,12 @@ pub struct RawRoute {
     /// Seconds a successful answer stays cached; 0 turns caching off here.
     pub cache_ttl_s: Option<Spanned<u64>>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    /// Named parts of a multipart upload, each run through another route's
+    /// chain first: `branches = { visible = "/v1/detect", infrared = "/v1/detect" }`.
+    pub branches: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    /// The stage that draws the answer on the image, run last when a client
+    /// asks for `image/jpeg` or `image/png`.
+    pub render: Option<RawStage>,
 }
 
 /// A token bucket per client: `rate` requests a second, bursts of `burst`.
@@ -162,6 +188,9 @@ pub struct RawParam {
     pub stage: String,
     pub min: f64,
     pub max: f64,
+    /// Every request must give it (`?id=` of the watermark embedder).
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// `[tls]`: how the listener gets its certificate. Which keys belong to which

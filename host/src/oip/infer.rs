@@ -79,7 +79,7 @@ fn encode(model: &Model, id: Option<&str>, wanted: &[Wanted], results: &[(String
 }
 
 fn response(body: Bytes, header_length: Option<usize>) -> Response<Body> {
-    let mut resp = Response::new(Body::new(body));
+    let mut resp = Response::new(crate::server::respond::full(body));
     *resp.status_mut() = StatusCode::OK;
     let headers = resp.headers_mut();
     match header_length {

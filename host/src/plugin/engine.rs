@@ -54,6 +54,9 @@ pub struct Engine {
     pub(crate) limits: SandboxLimits,
 }
 
+/// Bytes of each pooled linear memory kept mapped between calls.
+const KEEP_RESIDENT: usize = 16 << 20;
+
 impl Engine {
     /// Builds the engine and starts its epoch ticker (a thread that ends with the engine).
     pub fn new(limits: SandboxLimits) -> Result<Self, PluginError> {
@@ -62,7 +65,12 @@ impl Engine {
             .total_core_instances(limits.max_instances * 4)
             .total_memories(limits.max_instances * 2)
             .total_tables(limits.max_instances * 4)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(limits.memory_bytes)
+            // A stage that reads a model's output (YOLO's head is 8.6 MB) touches
+            // that much fresh memory per call: keep it resident and zero it on
+            // reuse instead of giving it back and faulting it in again.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10);
         let mut config = Config::new();
         config
             .wasm_component_model(true)

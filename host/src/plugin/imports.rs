@@ -37,6 +37,10 @@ impl HasData for HasHost {
 impl types::Host for HostView<'_> {}
 
 impl types::HostBlob for HostView<'_> {
+    fn new(&mut self, content_type: String, data: Vec<u8>) -> wasmtime::Result<Resource<Blob>> {
+        Ok(self.table.push(Blob { content_type, bytes: data.into() })?)
+    }
+
     fn content_type(&mut self, b: Resource<Blob>) -> wasmtime::Result<String> {
         Ok(self.table.get(&b)?.content_type.clone())
     }
@@ -109,7 +113,38 @@ impl imaging::Host for HostView<'_> {
             Err(e) => Ok(Err(stage_error(&e))),
         }
     }
+
+    fn pixels(&mut self, image: Resource<Image>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&image)?.rgb.clone())
+    }
+
+    fn from_pixels(&mut self, width: u32, height: u32, rgb: Vec<u8>) -> wasmtime::Result<Result<Resource<Image>, types::StageError>> {
+        match img::from_pixels(width, height, rgb, MAX_MADE_PIXELS) {
+            Ok(image) => Ok(Ok(self.table.push(image)?)),
+            Err(e) => Ok(Err(stage_error(&e))),
+        }
+    }
+
+    fn encode(
+        &mut self,
+        image: Resource<Image>,
+        format: imaging::ImageFormat,
+        quality: u8,
+    ) -> wasmtime::Result<Result<Resource<Blob>, types::StageError>> {
+        let format = match format {
+            imaging::ImageFormat::Jpeg => img::Format::Jpeg,
+            imaging::ImageFormat::Png => img::Format::Png,
+        };
+        match img::encode(self.table.get(&image)?, format, quality) {
+            Ok((bytes, content_type)) => Ok(Ok(self.table.push(Blob { content_type: content_type.into(), bytes: bytes.into() })?)),
+            Err(e) => Ok(Err(stage_error(&e))),
+        }
+    }
 }
+
+/// The largest image a plugin may make from pixels (its memory cap bounds it
+/// too: the pixels were in guest memory first).
+const MAX_MADE_PIXELS: u64 = 100_000_000;
 
 impl host::Host for HostView<'_> {
     fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {

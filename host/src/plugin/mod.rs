@@ -15,7 +15,8 @@ pub use sandbox::{Outcome, Sandbox};
 
 use crate::imaging::ImagingError;
 
-/// The upload as a host resource (`osprey:plugin/types.blob`).
+/// The upload as a host resource (`osprey:plugin/types.blob`), or bytes a stage made.
+#[derive(Debug)]
 pub struct Blob {
     pub content_type: String,
     pub bytes: bytes::Bytes,

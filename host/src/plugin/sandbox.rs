@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,7 +18,7 @@ use super::{Blob, PluginError, StageErrorKind};
 use crate::nn::wasi::{NnCtx, NnView};
 use crate::nn::Registry;
 
-pub use types::{ClassScore, Detection};
+pub use types::{Branch, ClassScore, Detection, Size};
 
 /// What a chain produced, read out of its last frame.
 #[derive(Debug, Default)]
@@ -31,7 +31,24 @@ pub struct Outcome {
     pub model_version: Option<String>,
     /// Time spent inside models (wasi-nn `compute`).
     pub inference: Duration,
+    /// Further fields for the JSON answer, checked to be JSON (`frame.report`).
+    pub report: Vec<(String, serde_json::Value)>,
+    /// An encoded answer that replaces the JSON one (`frame.output`).
+    pub output: Option<Blob>,
+    /// Each stage's plugin and its time (instantiation and call, models included).
+    pub stages: Vec<(String, Duration)>,
 }
+
+/// What a run starts from: the upload, and for routes with branches, what
+/// each branch found.
+#[derive(Default)]
+pub struct Start {
+    pub input: Option<Blob>,
+    pub branches: Vec<types::Branch>,
+}
+
+/// Names a stage may not use in `frame.report`: the host's own answer fields.
+pub const RESERVED_FIELDS: &[&str] = &["model", "model_version", "image", "detections", "top", "timing_ms", "error"];
 
 /// Per-store state; each host interface borrows its part of it.
 pub struct StoreData {
@@ -94,7 +111,7 @@ pub struct Sandbox<'a> {
 }
 
 impl Sandbox<'_> {
-    pub fn run(&self, stages: &[StageCall<'_>], input: Blob, deadline: Instant) -> Result<Outcome, PluginError> {
+    pub fn run(&self, stages: &[StageCall<'_>], start: Start, deadline: Instant) -> Result<Outcome, PluginError> {
         let stderr = MemoryOutputPipe::new(4096);
         let data = StoreData {
             wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
@@ -109,9 +126,12 @@ impl Sandbox<'_> {
         store.epoch_deadline_trap();
 
         let sandbox = |e: wasmtime::Error| PluginError::Sandbox(e.to_string());
-        let blob: Resource<Blob> = store.data_mut().table.push(input).map_err(|e| sandbox(e.into()))?;
+        let blob = match start.input {
+            Some(input) => Some(store.data_mut().table.push(input).map_err(|e| sandbox(e.into()))?),
+            None => None,
+        };
         let mut frame = Frame {
-            input: Some(blob),
+            input: blob,
             image: None,
             source: None,
             placement: None,
@@ -119,11 +139,27 @@ impl Sandbox<'_> {
             model: None,
             detections: None,
             classes: None,
+            branches: start.branches,
+            report: Vec::new(),
+            output: None,
         };
+        let mut last = "";
+        let mut times = Vec::with_capacity(stages.len());
         for stage in stages {
+            let began = Instant::now();
             frame = run_stage(&mut store, stage, frame, deadline)?;
+            times.push((stage.plugin.name.clone(), began.elapsed()));
+            last = &stage.plugin.name;
         }
+        let report = read_report(last, frame.report)?;
+        let output = match frame.output {
+            Some(blob) => Some(store.data_mut().table.delete(blob).map_err(|e| sandbox(e.into()))?),
+            None => None,
+        };
         Ok(Outcome {
+            report,
+            output,
+            stages: times,
             model: frame.model,
             source: frame.source.map(|s| (s.width, s.height)),
             detections: frame.detections,
@@ -132,6 +168,21 @@ impl Sandbox<'_> {
             inference: store.data().nn.inference,
         })
     }
+}
+
+/// The report fields of the last stage, each checked to be JSON under a name of its own.
+fn read_report(plugin: &str, fields: Vec<(String, String)>) -> Result<Vec<(String, serde_json::Value)>, PluginError> {
+    let bad = |message: String| PluginError::Stage { plugin: plugin.into(), kind: StageErrorKind::Internal, message };
+    fields
+        .into_iter()
+        .map(|(name, text)| {
+            if RESERVED_FIELDS.contains(&name.as_str()) {
+                return Err(bad(format!("report field '{name}' is one the host writes itself")));
+            }
+            let value = serde_json::from_str(&text).map_err(|e| bad(format!("report field '{name}' is not JSON: {e}")))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 fn run_stage(store: &mut Store<StoreData>, stage: &StageCall<'_>, frame: Frame, deadline: Instant) -> Result<Frame, PluginError> {

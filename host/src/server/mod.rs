@@ -6,9 +6,13 @@
 //! - `route`: the layers around a route's chain (rate limit, body, cache, deadline).
 //! - `respond`: the one map from results and errors to HTTP.
 //! - `admin`: `/admin/status` and `/admin/reload`, behind a bearer token.
+//! - `page`: the web page at `/`, compiled into the binary.
+//! - `render`: whether a client asked for the annotated image.
 
 pub mod admin;
 pub mod body;
+pub mod page;
+pub mod render;
 pub mod respond;
 pub mod route;
 pub mod router;
@@ -60,10 +64,14 @@ pub enum ServeError {
     BodyTooLarge { limit: usize },
     #[error("content type '{0}' is not accepted; send image/* bytes or multipart/form-data with an 'image' field")]
     UnsupportedMediaType(String),
+    #[error("not acceptable: {0}")]
+    NotAcceptable(String),
     #[error("the route's deadline of {} ms passed", .0.as_millis())]
     Deadline(Duration),
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Video(#[from] crate::video::VideoError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -84,6 +92,8 @@ pub struct Shared {
     pub waiting: std::sync::atomic::AtomicUsize,
     /// The certificate being served; unset while TLS is off.
     pub tls: OnceLock<Arc<crate::tls::Status>>,
+    /// Video jobs, running and recently ended.
+    pub videos: crate::video::Jobs,
     next_request: AtomicU64,
 }
 
@@ -113,8 +123,14 @@ impl Shared {
             cache,
             limiter,
             tls: OnceLock::new(),
+            videos: crate::video::Jobs::default(),
             next_request: AtomicU64::new(1),
         })
+    }
+
+    /// A new request id, for the logs (video frames take one each).
+    pub fn request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -231,6 +247,8 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: std::net::So
         Ok(Target::Metrics) => Ok(respond::metrics(crate::metrics::global().encode())),
         Ok(Target::Admin(op)) => admin::handle(shared, op, req.headers()).await,
         Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
+        Ok(Target::Page(file)) => Ok(page::serve(file)),
+        Ok(Target::Video(op)) => crate::video::handle(shared, snapshot.clone(), op, req, peer).await,
         Ok(Target::Route(index)) => {
             let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
             let (result, cache) = route::serve(shared, snapshot.clone(), index, req, peer, started, id).await;
@@ -276,7 +294,9 @@ fn log_failure(method: &str, path: &str, e: &ServeError) {
         | ServeError::MethodNotAllowed(_)
         | ServeError::BadRequest { .. }
         | ServeError::BodyTooLarge { .. }
+        | ServeError::NotAcceptable(_)
         | ServeError::UnsupportedMediaType(_) => tracing::debug!(method, path, "refused: {e}"),
+        ServeError::Video(v) if !matches!(v, crate::video::VideoError::Unavailable(_)) => tracing::debug!(method, path, "refused: {e}"),
         _ => tracing::warn!(method, path, "failed: {e}"),
     }
 }

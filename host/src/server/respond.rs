@@ -1,17 +1,66 @@
 //! The one place that turns results and errors into HTTP responses.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::route::Answer;
 use super::ServeError;
 use crate::plugin::{Outcome, PluginError, StageErrorKind};
+use crate::video::VideoError;
 
-pub type Body = Full<Bytes>;
+/// Every response's body: bytes known in full (`full`) or chunks streamed
+/// from a channel (`channel`, for Server-Sent Events), boxed into one type.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A body of bytes known in full.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A body streamed from a channel, one chunk per message; it ends when every
+/// sender is gone. Hyper drops it when the client goes away, which closes the
+/// channel: senders learn of the disconnect from `Sender::closed`.
+pub fn channel(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    ChannelBody(rx).boxed_unsync()
+}
+
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A stream of Server-Sent Events (`text/event-stream`): not to be cached,
+/// nor held back by a buffering proxy.
+pub fn event_stream(body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// `204 No Content`.
+pub fn no_content() -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
 
 /// A chain's answer as JSON bytes (what the cache keeps): detections or
 /// classes, with the source image size and timings.
@@ -25,12 +74,16 @@ pub fn outcome_json(o: &Outcome, total: Duration) -> Bytes {
         answer["detections"] = dets
             .iter()
             .map(|d| {
-                json!({
+                let mut det = json!({
                     "label": d.label,
                     "class_id": d.class_id,
                     "score": round(d.score, 4),
                     "box": [round(d.box_.x1, 1), round(d.box_.y1, 1), round(d.box_.x2, 1), round(d.box_.y2, 1)],
-                })
+                });
+                if !d.sources.is_empty() {
+                    det["sources"] = json!(d.sources);
+                }
+                det
             })
             .collect();
     }
@@ -40,16 +93,34 @@ pub fn outcome_json(o: &Outcome, total: Duration) -> Bytes {
             .map(|c| json!({"label": c.label, "class_id": c.class_id, "score": round(c.score, 4)}))
             .collect();
     }
+    for (name, value) in &o.report {
+        answer[name] = value.clone();
+    }
+    let stages: serde_json::Map<String, Value> = o.stages.iter().map(|(name, t)| (name.clone(), json!(ms(*t)))).collect();
     answer["timing_ms"] = json!({
         "total": ms(total),
         "inference": ms(o.inference),
+        "stages": stages,
     });
     Bytes::from(answer.to_string())
 }
 
+/// A chain's answer: JSON, or the image a stage made.
+pub fn answer(a: Answer, chain: &str) -> Response<Body> {
+    match a {
+        Answer::Json(body) => json_bytes(StatusCode::OK, body, chain),
+        Answer::Media { content_type, bytes } => {
+            let mut resp = json_bytes(StatusCode::OK, bytes, chain);
+            let value = HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            resp.headers_mut().insert(CONTENT_TYPE, value);
+            resp
+        }
+    }
+}
+
 /// A routed answer, fresh or cached.
 pub fn json_bytes(status: StatusCode, body: Bytes, chain: &str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body));
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Which plugin builds answered: lets a client see a reload take effect.
@@ -61,11 +132,13 @@ pub fn json_bytes(status: StatusCode, body: Bytes, chain: &str) -> Response<Body
 
 /// Status, code and message for every error a request can end in.
 pub fn error(e: &ServeError) -> Response<Body> {
-    let (status, code) = status_of(e);
-    let mut resp = json_response(status, &json!({"error": {"code": code, "message": e.to_string()}}));
+    let (status, _) = status_of(e);
+    let mut resp = json_response(status, &json!({"error": error_object(e)}));
     let retry = match e {
         // A full queue drains in about one model run: a second is a fair first retry.
         ServeError::Plugin(PluginError::Overloaded(_)) | ServeError::Overloaded(_) => Some(1),
+        // A video job takes seconds to minutes: retrying at once only costs an upload.
+        ServeError::Video(VideoError::Busy { .. }) => Some(5),
         ServeError::RateLimited(wait) => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
         _ => None,
     };
@@ -83,6 +156,12 @@ pub fn error(e: &ServeError) -> Response<Body> {
     resp
 }
 
+/// `{"code", "message"}` of an error: what a client reads under `"error"`
+/// (video jobs report a frame's failure with it too).
+pub fn error_object(e: &ServeError) -> Value {
+    json!({"code": status_of(e).1, "message": e.to_string()})
+}
+
 fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
     match e {
         ServeError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -93,8 +172,18 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
         ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
         ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         ServeError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ServeError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
         ServeError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
         ServeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ServeError::Video(v) => match v {
+            VideoError::BadVideo(_) => (StatusCode::BAD_REQUEST, "bad_video"),
+            VideoError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            VideoError::TooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "video_too_long"),
+            VideoError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            VideoError::UnknownJob(_) => (StatusCode::NOT_FOUND, "not_found"),
+            VideoError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+            VideoError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "video_unavailable"),
+        },
         ServeError::Plugin(p) => match p {
             PluginError::Stage { kind, .. } => match kind {
                 StageErrorKind::BadImage => (StatusCode::BAD_REQUEST, "bad_image"),
@@ -116,7 +205,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
 
 /// A small JSON answer of the host's own endpoints.
 pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
+    let mut resp = Response::new(full(v.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
@@ -124,7 +213,7 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
 
 /// `/metrics`, in the OpenMetrics text format.
 pub fn metrics(text: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    let mut resp = Response::new(full(text));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     resp
 }

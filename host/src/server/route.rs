@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 
 use super::respond::{self, Body};
-use super::{body, ServeError, Shared};
+use super::{body, render, ServeError, Shared};
+use crate::chain::{Overrides, Render};
 use crate::metrics::{CacheLabels, CacheResult, RouteLabel};
+use crate::plugin::sandbox::{Branch, Size, Start};
+use crate::plugin::{Blob, Outcome, PluginError};
 use crate::snapshot::{Route, Snapshot};
 
 /// Whether the answer came from the cache, for `x-osprey-cache`.
@@ -46,22 +49,93 @@ pub async fn serve(
         Ok(o) => o,
         Err(message) => return (Err(ServeError::BadRequest { code: "bad_param", message }), CacheUse::Miss),
     };
-    let (parts, incoming) = req.into_parts();
-    let upload = match body::read_upload(&parts.headers, incoming, route.max_body_bytes).await {
-        Ok(u) => u,
+    let render = match render::wanted(&req, route.chain.renders()) {
+        Ok(r) => r,
         Err(e) => return (Err(e), CacheUse::Miss),
     };
-    // The cache is keyed on the raw bytes, hashed before any decoding.
-    let key = match route.cache_ttl {
-        Some(_) => Some(crate::cache::key(&route.version_key, &overrides.canonical(), &upload.bytes).await),
-        None => None,
+    let (parts, incoming) = req.into_parts();
+    let input = if route.branches.is_empty() {
+        body::read_upload(&parts.headers, incoming, route.max_body_bytes).await.map(Input::One)
+    } else {
+        let fields: Vec<&str> = route.branches.iter().map(|(f, _)| f.as_str()).collect();
+        body::read_parts(&parts.headers, incoming, route.max_body_bytes, &fields).await.map(Input::Parts)
+    };
+    let input = match input {
+        Ok(i) => i,
+        Err(e) => return (Err(e), CacheUse::Miss),
+    };
+    let (answer, cache) = answer(shared, snapshot.clone(), index, Ask { input, overrides, render }, started, id).await;
+    let signature = &snapshot.routes[index].chain.signature;
+    (answer.map(|a| respond::answer(a, signature)), cache)
+}
+
+/// Runs one image through route `index` the way a client's POST goes once its
+/// body is read (cache, a turn to run, the chain), with the query's
+/// parameters; the JSON answer. Video jobs send every frame through here, so
+/// the route's cache, queues and limits apply to them too.
+pub async fn run_upload(
+    shared: &Shared,
+    snapshot: Arc<Snapshot>,
+    index: usize,
+    upload: Blob,
+    query: Option<&str>,
+    id: u64,
+) -> Result<Bytes, ServeError> {
+    let route = &snapshot.routes[index];
+    if !route.branches.is_empty() {
+        let message = format!("route {} takes one image per branch; it cannot run on single images", route.path);
+        return Err(ServeError::BadRequest { code: "bad_route", message });
+    }
+    let overrides = route.chain.overrides(query).map_err(|message| ServeError::BadRequest { code: "bad_param", message })?;
+    let ask = Ask { input: Input::One(upload), overrides, render: None };
+    match answer(shared, snapshot.clone(), index, ask, Instant::now(), id).await.0? {
+        Answer::Json(body) => Ok(body),
+        Answer::Media { .. } => Err(ServeError::Internal(format!("route {} answered with an image, not JSON", snapshot.routes[index].path))),
+    }
+}
+
+/// What the client sent: its image (one, or one per branch), its parameters
+/// and the format it wants back.
+pub struct Ask {
+    pub input: Input,
+    pub overrides: Overrides,
+    pub render: Option<Render>,
+}
+
+pub enum Input {
+    One(Blob),
+    /// One per branch of the route, in the route's order.
+    Parts(Vec<Blob>),
+}
+
+/// A chain's answer: JSON (what the cache keeps) or an encoded image.
+pub enum Answer {
+    Json(Bytes),
+    Media { content_type: String, bytes: Bytes },
+}
+
+/// The layers after the request is read: the cache, a turn to run, the chain.
+async fn answer(shared: &Shared, snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Instant, id: u64) -> (Result<Answer, ServeError>, CacheUse) {
+    let route = &snapshot.routes[index];
+    // The cache is keyed on the raw bytes, hashed before any decoding. Images
+    // rendered on request are not cached: they are large and made from a
+    // cached JSON answer's inputs anyway.
+    let key = match (route.cache_ttl, ask.render) {
+        (Some(_), None) => {
+            let bodies: Vec<Bytes> = match &ask.input {
+                Input::One(b) => vec![b.bytes.clone()],
+                Input::Parts(parts) => parts.iter().map(|b| b.bytes.clone()).collect(),
+            };
+            Some(crate::cache::key(&route.version_key, &ask.overrides.canonical(), &bodies).await)
+        }
+        _ => None,
     };
     if let Some(k) = &key {
         let hit = shared.cache.get(k).await;
         let result = if hit.is_some() { CacheResult::hit } else { CacheResult::miss };
         crate::metrics::global().cache.get_or_create(&CacheLabels { route: route.path.clone(), result }).inc();
         if let Some(body) = hit {
-            return (Ok(respond::json_bytes(StatusCode::OK, body, &route.chain.signature)), CacheUse::Hit);
+            return (Ok(Answer::Json(body)), CacheUse::Hit);
         }
     }
     // Wait for a turn to run: what is held per running chain (decoded image,
@@ -71,12 +145,11 @@ pub async fn serve(
         Ok(permit) => permit,
         Err(e) => return (Err(e), CacheUse::Miss),
     };
-    let result = run_chain(snapshot.clone(), index, upload, overrides, started, id).await;
-    if let (Ok(body), Some(key), Some(ttl)) = (&result, key, route.cache_ttl) {
+    let result = run_chain(snapshot.clone(), index, ask, started, id).await;
+    if let (Ok(Answer::Json(body)), Some(key), Some(ttl)) = (&result, key, route.cache_ttl) {
         shared.cache.put(key, body.clone(), ttl).await;
     }
-    let resp = result.map(|body| respond::json_bytes(StatusCode::OK, body, &route.chain.signature));
-    (resp, CacheUse::Miss)
+    (result, CacheUse::Miss)
 }
 
 /// A turn to run a chain: at once when one is free, after waiting behind
@@ -107,22 +180,26 @@ fn scopeguard<F: FnMut() -> usize>(f: F) -> impl Drop {
     Guard(f)
 }
 
-/// Runs the chain on a blocking thread, within the route's deadline; returns the JSON answer.
-async fn run_chain(
-    snapshot: Arc<Snapshot>,
-    index: usize,
-    upload: crate::plugin::Blob,
-    overrides: crate::chain::Overrides,
-    started: Instant,
-    id: u64,
-) -> Result<Bytes, ServeError> {
+/// Runs the chain (after the branches' chains, for a route with branches) on
+/// a blocking thread, within the route's deadline.
+async fn run_chain(snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Instant, id: u64) -> Result<Answer, ServeError> {
     let route: &Route = &snapshot.routes[index];
     let (deadline, path) = (route.chain.deadline, route.path.clone());
     let snap = snapshot.clone();
     // The blocking task owns its own Arc of the snapshot it started on.
     let task = tokio::task::spawn_blocking(move || {
         let route = &snap.routes[index];
-        route.chain.run(&snap.engine, snap.registry.clone(), upload, &overrides, started, id)
+        let Ask { input, overrides, render } = ask;
+        let (start, branch_inference) = match input {
+            Input::One(blob) => (Start { input: Some(blob), branches: Vec::new() }, Duration::ZERO),
+            Input::Parts(parts) => {
+                let (branches, inference) = run_branches(&snap, route, parts, started, id)?;
+                (Start { input: None, branches }, inference)
+            }
+        };
+        let mut outcome = route.chain.run(&snap.engine, snap.registry.clone(), start, &overrides, render, started, id)?;
+        outcome.inference += branch_inference;
+        Ok::<_, PluginError>(outcome)
     });
     // A model run cannot be interrupted; past the deadline the client gets its
     // 504 now and the blocking task's result is dropped when it ends.
@@ -137,12 +214,46 @@ async fn run_chain(
         .plugin_time
         .get_or_create(&RouteLabel { route: path })
         .observe(chain_time.saturating_sub(outcome.inference).as_secs_f64());
-    Ok(respond::outcome_json(&outcome, chain_time))
+    Ok(match outcome.output {
+        Some(ref blob) => Answer::Media { content_type: blob.content_type.clone(), bytes: blob.bytes.clone() },
+        None => Answer::Json(respond::outcome_json(&outcome, chain_time)),
+    })
+}
+
+/// Each branch's image through its own route's chain, side by side on
+/// threads of their own; what each found, in the route's order.
+fn run_branches(snap: &Snapshot, route: &Route, parts: Vec<Blob>, started: Instant, id: u64) -> Result<(Vec<Branch>, Duration), PluginError> {
+    let results: Vec<Result<Outcome, PluginError>> = std::thread::scope(|scope| {
+        let running: Vec<_> = route
+            .branches
+            .iter()
+            .zip(parts)
+            .map(|((_, target), blob)| {
+                let chain = &snap.routes[*target].chain;
+                let start = Start { input: Some(blob), branches: Vec::new() };
+                scope.spawn(move || chain.run(&snap.engine, snap.registry.clone(), start, &Overrides::default(), None, started, id))
+            })
+            .collect();
+        running.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(PluginError::Sandbox("a branch's thread panicked".into())))).collect()
+    });
+    let mut branches = Vec::new();
+    let mut inference = Duration::ZERO;
+    for ((name, _), result) in route.branches.iter().zip(results) {
+        let outcome = result?;
+        inference += outcome.inference;
+        branches.push(Branch {
+            name: name.clone(),
+            source: outcome.source.map(|(width, height)| Size { width, height }),
+            model: outcome.model,
+            detections: outcome.detections.unwrap_or_default(),
+        });
+    }
+    Ok((branches, inference))
 }
 
 /// Who a bucket belongs to: the API key when the config names its header and
 /// the client sent it, else the peer's IP.
-fn client(api_key_header: Option<&str>, req: &Request<Incoming>, peer: SocketAddr) -> String {
+pub(crate) fn client(api_key_header: Option<&str>, req: &Request<Incoming>, peer: SocketAddr) -> String {
     match api_key_header.and_then(|h| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string)) {
         Some(k) => format!("key:{k}"),
         None => format!("ip:{}", peer.ip()),

@@ -9,8 +9,12 @@ pub enum Target {
     Admin(super::admin::Op),
     /// Anything under `/v2`: the Open Inference Protocol.
     Oip,
+    /// A file of the web page (index into `page::FILES`).
+    Page(usize),
     /// Index of the route in the snapshot.
     Route(usize),
+    /// Under `/v1/videos`: video jobs.
+    Video(crate::video::Op),
 }
 
 pub enum Miss {
@@ -31,6 +35,12 @@ pub fn find(snapshot: &Snapshot, method: &str, path: &str) -> Result<Target, Mis
         (_, "/admin/reload") => return Err(Miss::MethodNotAllowed(vec!["POST".into()])),
         (_, p) if p == "/v2" || p.starts_with("/v2/") => return Ok(Target::Oip),
         _ => {}
+    }
+    if let Some(found) = crate::video::find(method, path) {
+        return found.map(Target::Video).map_err(Miss::MethodNotAllowed);
+    }
+    if let ("GET" | "HEAD", Some(file)) = (method, super::page::find(path)) {
+        return Ok(Target::Page(file));
     }
     if let Some(i) = snapshot.routes.iter().position(|r| r.path == path && r.method == method) {
         return Ok(Target::Route(i));

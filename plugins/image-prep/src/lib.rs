@@ -6,7 +6,7 @@
 //!
 //! The image comes from `frame.image` when an earlier stage kept one (so a
 //! chain that prepares two inputs decodes the upload once), else from
-//! decoding `frame.input`, which is then consumed. The decoded image is
+//! decoding `frame.input`, which stays in the frame. The decoded image is
 //! dropped unless `keep_image` is set. The new tensor is appended to
 //! `frame.tensors` under `input_name`.
 //!
@@ -180,17 +180,17 @@ export_stage!(ImagePrep);
 
 /// The image to prepare, and whether to pass it on: an image already in the
 /// frame is reused and passed on as it came; otherwise the upload is decoded
-/// (and consumed).
+/// and left in the frame (later stages, e.g. `render`, may want it again).
 fn source_image(frame: &mut Frame, s: &Settings) -> Result<(Image, bool), StageError> {
     if let Some(image) = frame.image.take() {
         return Ok((image, true));
     }
     let blob = frame
         .input
-        .take()
+        .as_ref()
         .ok_or_else(|| StageError::bad_input("no upload in the frame"))?;
     let image = imaging::decode(
-        &blob,
+        blob,
         DecodeLimits {
             max_pixels: s.max_pixels,
         },

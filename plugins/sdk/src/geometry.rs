@@ -101,6 +101,7 @@ mod tests {
             label: String::new(),
             score,
             box_: b,
+            sources: Vec::new(),
         }
     }
 

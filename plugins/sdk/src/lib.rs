@@ -56,13 +56,30 @@ pub use wit_bindgen::rt as __rt;
 pub use bindings::exports::osprey::plugin::stage::Guest as Stage;
 pub use bindings::osprey::plugin::host::{self, Level};
 pub use bindings::osprey::plugin::imaging::{
-    self, Channels, DecodeLimits, Fit, Layout, TensorSpec,
+    self, Channels, DecodeLimits, Fit, ImageFormat, Layout, TensorSpec,
 };
 pub use bindings::osprey::plugin::types::{
-    Bbox, Blob, ClassScore, Detection, ErrorKind, Frame, Image, NamedTensor, Placement, Size,
+    Bbox, Blob, Branch, ClassScore, Detection, ErrorKind, Frame, Image, NamedTensor, Placement, Size,
     StageError,
 };
 pub use bindings::wasi::nn::tensor::{Tensor, TensorType};
+
+/// A frame with nothing in it: for tests, and for stages that start one.
+pub fn empty_frame() -> Frame {
+    Frame {
+        input: None,
+        image: None,
+        source: None,
+        placement: None,
+        tensors: Vec::new(),
+        model: None,
+        detections: None,
+        classes: None,
+        branches: Vec::new(),
+        report: Vec::new(),
+        output: None,
+    }
+}
 
 /// Exports a type implementing [`Stage`] as the plugin's one stage.
 ///

@@ -160,6 +160,7 @@ pub fn decode(h: &Heads, input: Size, conf: f32, max_det: usize) -> Result<Vec<D
             label: String::new(),
             score,
             box_: to_input_pixels([b.get(0), b.get(1), b.get(2), b.get(3)], input),
+            sources: Vec::new(),
         });
     }
     sort_by_score(&mut dets);

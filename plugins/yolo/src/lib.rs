@@ -129,6 +129,7 @@ pub fn decode(head: &Output, input: Size, conf: f32) -> Result<Vec<Detection>, S
             label: String::new(),
             score,
             box_,
+            sources: Vec::new(),
         });
     }
     Ok(dets)
