@@ -250,7 +250,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: std::net::So
         Ok(Target::Page(file)) => Ok(page::serve(file)),
         Ok(Target::Video(op)) => crate::video::handle(shared, snapshot.clone(), op, req, peer).await,
         Ok(Target::Route(index)) => {
-            let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+            let id = shared.request_id();
             let (result, cache) = route::serve(shared, snapshot.clone(), index, req, peer, started, id).await;
             routed = Some(cache);
             result
