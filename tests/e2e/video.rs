@@ -299,3 +299,36 @@ fn delete_cancels_and_a_third_job_is_turned_away() {
     }
     assert_eq!(server.shared.videos.running(), 0);
 }
+
+/// A job that nobody follows is cancelled after `[video] idle_cancel_s`: on a
+/// server of its own, whose config is the default one with that set to 1 s.
+#[test]
+fn a_job_nobody_follows_is_cancelled() {
+    let repo = osprey_tests::repo();
+    let config = std::fs::read_to_string(repo.join("config/osprey.toml")).unwrap();
+    // The default config's paths are relative to config/: made absolute here.
+    let config = config.replace("\"../", &format!("\"{}/", repo.display())) + "\n[video]\nidle_cancel_s = 1\n";
+    let dir = repo.join("target/test-configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("video-idle-{}.toml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    let server = osprey_tests::start(&path);
+    let video = std::fs::read(horses_mp4("slow.mp4", 6, 10, &[])).unwrap();
+    let resp = client().post(server.url("/v1/videos?route=/v1/detect")).header("content-type", "video/mp4").body(video).send().unwrap();
+    let (status, accepted) = read(resp);
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    let start = Instant::now();
+    let state = loop {
+        let (_, s) = read(client().get(server.url(&format!("/v1/videos/{id}"))).send().unwrap());
+        if s["state"] != "running" || start.elapsed() > Duration::from_secs(15) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(state["state"], "cancelled", "{state}");
+    assert!(start.elapsed() >= Duration::from_millis(500), "cancelled after {:?}, before idle_cancel_s", start.elapsed());
+    assert!(state["frames_done"].as_u64().unwrap() < 60, "{state}");
+    assert_upload_removed(id);
+    let _ = std::fs::remove_file(&path);
+}
