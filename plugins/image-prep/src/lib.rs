@@ -17,8 +17,8 @@
 
 use osprey_plugin_sdk::settings::{check_range, parse, whole};
 use osprey_plugin_sdk::{
-    export_stage, imaging, Channels, DecodeLimits, Fit, Frame, Image, Layout, NamedTensor, Size,
-    Stage, StageError, TensorSpec, TensorType,
+    export_stage, imaging, take_image, Channels, Fit, Frame, Layout, NamedTensor, Size, Stage,
+    StageError, TensorSpec, TensorType,
 };
 use serde::Deserialize;
 
@@ -157,7 +157,10 @@ struct ImagePrep;
 impl Stage for ImagePrep {
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
-        let (image, keep) = source_image(&mut frame, &s)?;
+        // An image kept by an earlier stage is passed on as it came; a
+        // decoded upload only with `keep_image` (the upload stays in the frame).
+        let (image, from_frame) = take_image(&mut frame, s.max_pixels, "no upload in the frame")?;
+        let keep = from_frame || s.keep_image;
         let source = Size {
             width: image.width(),
             height: image.height(),
@@ -177,26 +180,6 @@ impl Stage for ImagePrep {
 }
 
 export_stage!(ImagePrep);
-
-/// The image to prepare, and whether to pass it on: an image already in the
-/// frame is reused and passed on as it came; otherwise the upload is decoded
-/// and left in the frame (later stages, e.g. `render`, may want it again).
-fn source_image(frame: &mut Frame, s: &Settings) -> Result<(Image, bool), StageError> {
-    if let Some(image) = frame.image.take() {
-        return Ok((image, true));
-    }
-    let blob = frame
-        .input
-        .as_ref()
-        .ok_or_else(|| StageError::bad_input("no upload in the frame"))?;
-    let image = imaging::decode(
-        blob,
-        DecodeLimits {
-            max_pixels: s.max_pixels,
-        },
-    )?;
-    Ok((image, s.keep_image))
-}
 
 #[cfg(test)]
 mod tests {

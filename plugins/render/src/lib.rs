@@ -25,9 +25,7 @@ pub mod draw;
 pub mod font;
 
 use osprey_plugin_sdk::settings::{check_range, parse, whole};
-use osprey_plugin_sdk::{
-    export_stage, imaging, DecodeLimits, Frame, Image, ImageFormat, Stage, StageError,
-};
+use osprey_plugin_sdk::{export_stage, imaging, take_image, Frame, ImageFormat, Stage, StageError};
 use serde::Deserialize;
 
 pub use annotate::{annotate, class_panel, Style};
@@ -104,7 +102,9 @@ struct Render;
 impl Stage for Render {
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
-        let (image, kept) = source_image(&mut frame, s.max_pixels)?;
+        let missing = "render: no image to draw on: the frame has neither `image` nor `input` \
+                       (did an earlier stage of the route consume the upload?)";
+        let (image, kept) = take_image(&mut frame, s.max_pixels, missing)?;
         let (width, height) = (image.width(), image.height());
         let mut rgb = imaging::pixels(&image);
         draw_results(&mut rgb, width, height, &frame, &s.style())?;
@@ -119,22 +119,6 @@ impl Stage for Render {
 }
 
 export_stage!(Render);
-
-/// The image to draw on, and whether it came from `frame.image` (and so goes
-/// back there); otherwise the upload is decoded, and stays in the frame.
-fn source_image(frame: &mut Frame, max_pixels: u64) -> Result<(Image, bool), StageError> {
-    if let Some(image) = frame.image.take() {
-        return Ok((image, true));
-    }
-    let blob = frame.input.as_ref().ok_or_else(|| {
-        StageError::bad_input(
-            "render: no image to draw on: the frame has neither `image` nor `input` \
-             (did an earlier stage of the route consume the upload?)",
-        )
-    })?;
-    let image = imaging::decode(blob, DecodeLimits { max_pixels })?;
-    Ok((image, false))
-}
 
 /// Draws the frame's detections and classes, whichever it has.
 fn draw_results(

@@ -9,7 +9,9 @@
 //! - [`settings`]: JSON settings into a serde struct, errors naming the field;
 //! - [`geometry`]: `iou`, class-aware `nms`, `unplace` back to source pixels;
 //! - [`nn`]: run a model through wasi-nn, read its outputs as `f32`/`u8`;
-//! - [`labels`]: class names from the host's label files.
+//! - [`labels`]: class names from the host's label files;
+//! - [`take_image`]: the image a stage works on, kept by an earlier stage or
+//!   decoded from the upload.
 //!
 //! A plugin implements [`Stage`] and calls [`export_stage!`]:
 //!
@@ -59,10 +61,29 @@ pub use bindings::osprey::plugin::imaging::{
     self, Channels, DecodeLimits, Fit, ImageFormat, Layout, TensorSpec,
 };
 pub use bindings::osprey::plugin::types::{
-    Bbox, Blob, Branch, ClassScore, Detection, ErrorKind, Frame, Image, NamedTensor, Placement, Size,
-    StageError,
+    Bbox, Blob, Branch, ClassScore, Detection, ErrorKind, Frame, Image, NamedTensor, Placement,
+    Size, StageError,
 };
 pub use bindings::wasi::nn::tensor::{Tensor, TensorType};
+
+/// The image a stage works on: `frame.image` when an earlier stage kept one
+/// (taken out of the frame: `true`, hand it back), else the upload decoded
+/// natively within `max_pixels` (the upload stays in the frame: `false`).
+/// `missing` is the `bad-input` message when the frame has neither.
+pub fn take_image(
+    frame: &mut Frame,
+    max_pixels: u64,
+    missing: &str,
+) -> Result<(Image, bool), StageError> {
+    if let Some(image) = frame.image.take() {
+        return Ok((image, true));
+    }
+    let blob = frame
+        .input
+        .as_ref()
+        .ok_or_else(|| StageError::bad_input(missing))?;
+    Ok((imaging::decode(blob, DecodeLimits { max_pixels })?, false))
+}
 
 /// A frame with nothing in it: for tests, and for stages that start one.
 pub fn empty_frame() -> Frame {

@@ -28,7 +28,7 @@ pub mod pattern;
 
 use osprey_plugin_sdk::settings::{check_range, parse, whole};
 use osprey_plugin_sdk::{
-    export_stage, imaging, DecodeLimits, Frame, Image, ImageFormat, Size, Stage, StageError,
+    export_stage, imaging, take_image, Frame, Image, ImageFormat, Size, Stage, StageError,
 };
 use serde::Deserialize;
 
@@ -184,24 +184,18 @@ export_stage!(Stego);
 
 /// The image to work on, and whether it came from (and goes back to)
 /// `frame.image`; otherwise the upload is decoded and stays in the frame.
+/// A kept image is held to `max_pixels` too.
 fn source_image(frame: &mut Frame, max_pixels: u64) -> Result<(Image, bool), StageError> {
-    if let Some(image) = frame.image.take() {
-        let pixels = u64::from(image.width()) * u64::from(image.height());
-        if pixels > max_pixels {
-            return Err(StageError::too_large(format!(
-                "image of {pixels} pixels is over the stage's `max_pixels` ({max_pixels})"
-            )));
-        }
-        return Ok((image, true));
+    let (image, kept) = take_image(frame, max_pixels, "no image in the request: upload one")?;
+    let pixels = u64::from(image.width()) * u64::from(image.height());
+    if kept && pixels > max_pixels {
+        return Err(StageError::too_large(format!(
+            "image of {pixels} pixels is over the stage's `max_pixels` ({max_pixels})"
+        )));
     }
-    let blob = frame
-        .input
-        .as_ref()
-        .ok_or_else(|| StageError::bad_input("no image in the request: upload one"))?;
-    Ok((imaging::decode(blob, DecodeLimits { max_pixels })?, false))
+    Ok((image, kept))
 }
 
-/// `{"id": 1234, "psnr_db": 38.9, "grid": 96}`.
 pub fn embed_report(id: u32, done: &mark::Embedded) -> String {
     format!(
         "{{\"id\": {id}, \"psnr_db\": {}, \"grid\": {}}}",
