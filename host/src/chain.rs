@@ -57,7 +57,7 @@ struct Stage {
 }
 
 /// Per-request values of the route's parameters, already checked against their bounds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Overrides(Vec<(usize, String, Value)>);
 
 /// Builds a route's chain from compiled plugins. The config was validated, so

@@ -105,24 +105,16 @@ pub fn outcome_json(o: &Outcome, total: Duration) -> Bytes {
     Bytes::from(answer.to_string())
 }
 
-/// A chain's answer: JSON, or the image a stage made.
+/// A routed answer, fresh or cached: JSON, or the image a stage made.
 pub fn answer(a: Answer, chain: &str) -> Response<Body> {
-    match a {
-        Answer::Json(body) => json_bytes(StatusCode::OK, body, chain),
+    let (body, content_type) = match a {
+        Answer::Json(body) => (body, HeaderValue::from_static("application/json")),
         Answer::Media { content_type, bytes } => {
-            let mut resp = json_bytes(StatusCode::OK, bytes, chain);
-            let value = HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
-            resp.headers_mut().insert(CONTENT_TYPE, value);
-            resp
+            (bytes, HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")))
         }
-    }
-}
-
-/// A routed answer, fresh or cached.
-pub fn json_bytes(status: StatusCode, body: Bytes, chain: &str) -> Response<Body> {
+    };
     let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, content_type);
     // Which plugin builds answered: lets a client see a reload take effect.
     if let Ok(v) = HeaderValue::from_str(chain) {
         resp.headers_mut().insert("x-osprey-chain", v);

@@ -70,15 +70,16 @@ pub async fn serve(
 }
 
 /// Runs one image through route `index` the way a client's POST goes once its
-/// body is read (cache, a turn to run, the chain), with the query's
-/// parameters; the JSON answer. Video jobs send every frame through here, so
-/// the route's cache, queues and limits apply to them too.
+/// body is read (cache, a turn to run, the chain), with parameters already
+/// checked by the route's `chain.overrides`; the JSON answer. Video jobs send
+/// every frame through here, so the route's cache, queues and limits apply to
+/// them too.
 pub async fn run_upload(
     shared: &Shared,
     snapshot: Arc<Snapshot>,
     index: usize,
     upload: Blob,
-    query: Option<&str>,
+    overrides: Overrides,
     id: u64,
 ) -> Result<Bytes, ServeError> {
     let route = &snapshot.routes[index];
@@ -86,7 +87,6 @@ pub async fn run_upload(
         let message = format!("route {} takes one image per branch; it cannot run on single images", route.path);
         return Err(ServeError::BadRequest { code: "bad_route", message });
     }
-    let overrides = route.chain.overrides(query).map_err(|message| ServeError::BadRequest { code: "bad_param", message })?;
     let ask = Ask { input: Input::One(upload), overrides, render: None };
     match answer(shared, snapshot.clone(), index, ask, Instant::now(), id).await.0? {
         Answer::Json(body) => Ok(body),

@@ -16,6 +16,7 @@ use super::frames::Decoder;
 use super::probe::Fps;
 use super::upload::TempFile;
 use super::Slot;
+use crate::chain::Overrides;
 use crate::config::VideoSettings;
 use crate::plugin::{Blob, PluginError};
 use crate::server::{respond, route, ServeError, Shared};
@@ -181,7 +182,7 @@ pub struct Work {
     pub snapshot: Arc<Snapshot>,
     pub route: usize,
     /// The route's parameters, checked when the job was accepted.
-    pub query: Option<String>,
+    pub overrides: Overrides,
     /// Whose token bucket the frames draw from.
     pub client: String,
     pub settings: VideoSettings,
@@ -243,7 +244,7 @@ async fn one_frame(work: &Work, jpeg: Bytes) -> String {
         }
         let upload = Blob { content_type: "image/jpeg".into(), bytes: jpeg.clone() };
         let id = work.shared.request_id();
-        match route::run_upload(&work.shared, work.snapshot.clone(), work.route, upload, work.query.as_deref(), id).await {
+        match route::run_upload(&work.shared, work.snapshot.clone(), work.route, upload, work.overrides.clone(), id).await {
             Ok(body) => return json_text(body),
             Err(ServeError::Overloaded(_) | ServeError::Plugin(PluginError::Overloaded(_))) => tokio::time::sleep(OVERLOAD_PAUSE).await,
             Err(e) => return json!({"error": respond::error_object(&e)}).to_string(),

@@ -126,10 +126,10 @@ async fn submit(shared: &Arc<Shared>, snapshot: Arc<Snapshot>, req: Request<Inco
     let (parts, body) = req.into_parts();
     let checked = single_input_route(&snapshot, &route_path).and_then(|index| {
         let chain = &snapshot.routes[index].chain;
-        chain.overrides(query.as_deref()).map_err(|message| ServeError::BadRequest { code: "bad_param", message })?;
-        Ok((index, shared.videos.reserve(settings.max_jobs)?))
+        let overrides = chain.overrides(query.as_deref()).map_err(|message| ServeError::BadRequest { code: "bad_param", message })?;
+        Ok((index, overrides, shared.videos.reserve(settings.max_jobs)?))
     });
-    let (index, slot) = match checked {
+    let (index, overrides, slot) = match checked {
         Ok(ok) => ok,
         Err(e) => {
             // A client still sending would read a reset connection, not our answer.
@@ -148,7 +148,7 @@ async fn submit(shared: &Arc<Shared>, snapshot: Arc<Snapshot>, req: Request<Inco
     let info = plan(&probe, &settings);
     let job = Arc::new(Job::new(id.clone(), info.clone()));
     shared.videos.insert(job.clone());
-    let work = Work { shared: shared.clone(), snapshot, route: index, query, client, settings: settings.clone(), file, slot };
+    let work = Work { shared: shared.clone(), snapshot, route: index, overrides, client, settings: settings.clone(), file, slot };
     let task = tokio::spawn(job::run(job.clone(), work));
     job.set_task(task.abort_handle());
     // Nobody to read the results: a job unfollowed for idle_cancel is cancelled.
