@@ -1,32 +1,43 @@
 //! Osprey: serve vision models over HTTP(S) through sandboxed WASM plugin chains.
 //!
-//! A request walks one corridor, downward only:
-//! `server` (listener, router, body, respond) → `snapshot` (what is loaded now)
-//! → `chain` (a route's stages, deadline) → `plugin` (sandboxed WASM stages)
-//! → `nn` (wasi-nn over ONNX Runtime).
+//! A request walks one corridor, downward only: an entry point hands it to
+//! the shared floor, which runs it down `snapshot` → `chain` → `plugin` → `nn`.
+//! No module imports from a floor above its own; a room that needs what
+//! another room has asks for it to move down a floor.
 //!
-//! - `cli`: the command line (`osprey serve`, `check`, `client`).
-//! - `client`: `osprey client`: detect, classify and video against a running server.
-//! - `config`: TOML config, parsed raw then validated, errors with line and column.
-//! - `snapshot`: the immutable set of compiled plugins, loaded models and routes.
-//! - `server`: hyper connections, routing, request bodies, the one error-to-HTTP map.
-//! - `chain`: builds a route's chain of stages and runs it on a blocking thread.
-//! - `plugin`: wasmtime engine, per-request sandbox, host interfaces of the WIT world.
-//! - `imaging`: native decode and letterbox behind the `imaging` interface.
-//! - `nn`: ONNX Runtime sessions and the wasi-nn host interface.
-//! - `reload`: rebuild the snapshot aside and swap it in; the file watcher.
-//! - `metrics`: Prometheus metrics at `/metrics`.
-//! - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
-//! - `ratelimit`: token buckets per client and route (memory or Redis).
-//! - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
-//! - `tls`: HTTPS: certificates from ACME or files, the handshake, the plain redirect listener.
-//! - `video`: video jobs: upload, ffprobe, ffmpeg frames through a route, results as SSE.
+//! The floors, top to bottom (`host/tests/floors.rs` checks every import against them):
+//!
+//! 1. The top: `server` (listeners, hyper connections, the router, the admin API,
+//!    the page) dispatches to the rooms beside it; `cli` and `client` are the command line.
+//! 2. Entry rooms, side by side; none imports another or the server:
+//!    - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
+//!    - `video`: video jobs: upload, ffprobe, ffmpeg frames through a route, results as SSE.
+//!    - `reload`: rebuild the snapshot aside and swap it in; the file watcher.
+//! 3. The shared floor, under every entry point:
+//!    - `route`: an upload through a route: the result cache, a turn to run, the chain, the answer.
+//!    - `state`: `Shared`, what every entry point shares: the snapshot being served, the services.
+//!    - `http`: the response body, `ServeError`, the one map from errors to HTTP, reading uploads.
+//! 4. Services that outlive a snapshot:
+//!    - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
+//!    - `tls`: certificates from ACME or files, the handshake, the plain redirect listener.
+//! 5. The corridor, each importing only those after it:
+//!    - `snapshot`: the immutable set of compiled plugins, loaded models and routes.
+//!    - `chain`: builds a route's chain of stages and runs it on a blocking thread.
+//!    - `plugin`: wasmtime engine, per-request sandbox, the host interfaces of the WIT world (wasi-nn among them).
+//!    - `imaging`: native decode and letterbox behind the `imaging` interface.
+//! 6. The ground, which every floor may use:
+//!    - `config`: TOML config, parsed raw then validated, errors with line and column
+//!      (in the vocabulary of `nn` and `ratelimit`).
+//!    - `ratelimit`: token buckets per client and route (memory or Redis).
+//!    - `nn`: ONNX Runtime sessions, queues and batching: the models.
+//!    - `metrics`: Prometheus metrics at `/metrics`.
 
 pub mod cache;
 pub mod chain;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod imaging;
 pub mod metrics;
 pub mod nn;
@@ -34,7 +45,9 @@ pub mod oip;
 pub mod plugin;
 pub mod ratelimit;
 pub mod reload;
+pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod tls;
 pub mod video;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use osprey::cli::{Cli, Command};
 use osprey::plugin::{Engine, SandboxLimits};
-use osprey::{config, reload, server, snapshot::Snapshot, tls};
+use osprey::{config, reload, server, snapshot::Snapshot, state::Shared, tls};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -31,7 +31,7 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
     let snapshot = Snapshot::build(config, &engine, None)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
-        let shared = server::Shared::new(snapshot, Some(path.to_path_buf())).await?;
+        let shared = Shared::new(snapshot, Some(path.to_path_buf())).await?;
         if watch {
             reload::watch::spawn(shared.clone()).context("start the file watcher")?;
         }

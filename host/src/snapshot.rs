@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chain::{self, Chain};
 use crate::config::{Config, InputSpec, ModelDef, ModelSource, RouteDef};
+use crate::metrics::ModelVersionLabels;
 use crate::nn::{Identity, Model, NnError, Registry};
 use crate::plugin::engine::{hex, read_plugin};
 use crate::plugin::{Engine, Plugin, PluginError};
@@ -51,6 +52,19 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
+    /// Publishes what this snapshot serves as metrics: its generation and its
+    /// model versions (on start and after every reload that swaps it in).
+    pub fn announce(&self) {
+        let metrics = crate::metrics::global();
+        metrics.generation.set(self.generation as i64);
+        metrics.models.clear();
+        for m in self.registry.iter() {
+            let id = m.identity();
+            let labels = ModelVersionLabels { model: id.name.clone(), version: id.version.clone(), provider: m.provider().to_string() };
+            metrics.models.get_or_create(&labels).set(1);
+        }
+    }
+
     /// Compiles every plugin and loads every model version, reusing those of
     /// `previous` whose files did not change. Blocking (up to seconds): run it
     /// before serving or on a blocking thread.

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use osprey::plugin::{Engine, SandboxLimits};
-use osprey::{config, server, snapshot::Snapshot};
+use osprey::{config, server, snapshot::Snapshot, state};
 
 /// A running server; it lives as long as the test process.
 pub struct TestServer {
     pub addr: SocketAddr,
     /// Its shared state: tests reload through it and read its metrics.
-    pub shared: Arc<server::Shared>,
+    pub shared: Arc<state::Shared>,
 }
 
 impl TestServer {
@@ -51,10 +51,10 @@ pub fn start_with(config_path: &Path, clock: Option<Box<dyn osprey::ratelimit::C
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
             let shared = match clock {
-                None => server::Shared::new(snapshot, Some(path)).await.unwrap_or_else(|e| panic!("{e}")),
+                None => state::Shared::new(snapshot, Some(path)).await.unwrap_or_else(|e| panic!("{e}")),
                 Some(clock) => {
                     let cache = osprey::cache::Cache::memory(snapshot.config.cache_bytes);
-                    server::Shared::with(snapshot, Some(path), cache, osprey::ratelimit::Limiter::memory(clock))
+                    state::Shared::with(snapshot, Some(path), cache, osprey::ratelimit::Limiter::memory(clock))
                 }
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -76,7 +76,7 @@ pub fn image(name: &str) -> Vec<u8> {
 /// (their ports are known before it starts: a CA must be told them). It stops
 /// when dropped, as a restarted process would.
 pub struct Running {
-    pub shared: Arc<server::Shared>,
+    pub shared: Arc<state::Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -99,7 +99,7 @@ pub fn serve(config: config::Config, listener: std::net::TcpListener, redirect: 
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
-            let shared = server::Shared::new(snapshot, None).await.unwrap_or_else(|e| panic!("{e}"));
+            let shared = state::Shared::new(snapshot, None).await.unwrap_or_else(|e| panic!("{e}"));
             let tls = match osprey::tls::start(&tls).await {
                 Ok(tls) => tls,
                 Err(e) => return ready_tx.send(Err(e.to_string())).expect("send"),

@@ -2,7 +2,7 @@
 //! Every problem is collected with its location, so one run shows them all.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -24,7 +24,7 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
         .iter()
         .filter_map(|(n, p)| {
             let ok = valid_name(n, "plugin", d);
-            let file = existing(base, &p.file, "plugin", "run `make plugins` to build the plugins", d);
+            let file = d.existing(base, &p.file, "plugin", "run `make plugins` to build the plugins");
             Some(PluginDef { name: n.get_ref().clone(), file: file? }).filter(|_| ok)
         })
         .collect();
@@ -132,7 +132,7 @@ fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
 fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelDef> {
     let ok = valid_name(name, "model", d);
     let source = source(name, m, base, d);
-    let labels = m.labels.as_ref().and_then(|l| existing(base, l, &format!("labels of model '{}'", name.get_ref()), "run `make setup` to fetch the models", d));
+    let labels = m.labels.as_ref().and_then(|l| d.existing(base, l, &format!("labels of model '{}'", name.get_ref()), "run `make setup` to fetch the models"));
     let target = match m.target.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
         None | Some(("auto", _)) => Target::Auto,
         Some(("cpu", _)) => Target::Cpu,
@@ -164,7 +164,7 @@ fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<
 fn source(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelSource> {
     let what = format!("model '{}'", name.get_ref());
     match (&m.file, &m.versions) {
-        (Some(f), None) => existing(base, f, &what, "run `make setup` to fetch the models", d).map(ModelSource::File),
+        (Some(f), None) => d.existing(base, f, &what, "run `make setup` to fetch the models").map(ModelSource::File),
         (None, Some(v)) => {
             let dir = base.join(v.get_ref());
             if dir.is_dir() {
@@ -370,17 +370,6 @@ fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_>) -> bool 
         d.error(n.span(), format!("{what} name \"{s}\" is not valid"), Some("use letters, digits, '-', '_' and '.' (at most 64)".into()));
     }
     ok
-}
-
-/// Resolves a path relative to the config file and checks that it exists.
-pub(super) fn existing(base: &Path, p: &Spanned<String>, what: &str, fix: &str, d: &mut Diagnostics<'_>) -> Option<PathBuf> {
-    let path = base.join(p.get_ref());
-    if path.is_file() {
-        Some(path)
-    } else {
-        d.error(p.span(), format!("{what}: file {} not found", path.display()), Some(fix.into()));
-        None
-    }
 }
 
 fn positive(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<usize> {

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +61,17 @@ impl<'a> Diagnostics<'a> {
     pub fn error(&mut self, span: Range<usize>, message: impl fmt::Display, hint: Option<String>) {
         let (line, column) = line_col(self.text, span.start);
         self.list.push(Diagnostic { line, column, message: message.to_string(), hint });
+    }
+
+    /// Resolves a path relative to the config file and checks that it exists.
+    pub fn existing(&mut self, base: &Path, p: &Spanned<String>, what: &str, fix: &str) -> Option<PathBuf> {
+        let path = base.join(p.get_ref());
+        if path.is_file() {
+            Some(path)
+        } else {
+            self.error(p.span(), format!("{what}: file {} not found", path.display()), Some(fix.into()));
+            None
+        }
     }
 }
 

@@ -129,7 +129,7 @@ pub fn compile(raw: &RawTls, server_listen: SocketAddr, base: &Path, d: &mut Dia
 
 fn files(raw: &RawTls, base: &Path, d: &mut Diagnostics<'_>) -> Option<CertFiles> {
     let mut file = |v: &Option<Spanned<String>>, key: &str| match v {
-        Some(p) => super::compile::existing(base, p, &format!("[tls] {key}"), "a PEM file; see README \"Deploy with TLS\"", d),
+        Some(p) => d.existing(base, p, &format!("[tls] {key}"), "a PEM file; see README \"Deploy with TLS\""),
         None => {
             d.error(mode_span(raw), format!("mode = \"files\" needs `{key}`"), Some(format!("{key} = \"path/to/{key}.pem\"")));
             None
@@ -179,7 +179,7 @@ fn acme(raw: &RawTls, has_http_listen: bool, base: &Path, d: &mut Diagnostics<'_
             Challenge::Http01
         }
     };
-    let ca_root = raw.ca_root.as_ref().and_then(|p| super::compile::existing(base, p, "[tls] ca_root", "a PEM file with the CA's root certificate", d));
+    let ca_root = raw.ca_root.as_ref().and_then(|p| d.existing(base, p, "[tls] ca_root", "a PEM file with the CA's root certificate"));
     (d.list.len() == before).then_some(AcmeSettings { domains, contact, cache_dir, directory, challenge, ca_root })
 }
 

@@ -4,13 +4,14 @@
 //! - `model`: one model file as a pool of sessions, with its execution provider.
 //! - `scheduler`: the model's bounded queue and dynamic batching, one worker per session.
 //! - `tensor`: the host-side tensor behind wasi-nn `tensor` handles.
-//! - `wasi`: the wasi-nn host interface that plugins call (`load-by-name`, `compute`).
+//!
+//! The floor of the corridor: it imports nothing above it. The wasi-nn
+//! interface plugins call lives a floor up, in `crate::plugin::wasi_nn`.
 
 pub mod model;
 pub mod scheduler;
 pub mod runtime;
 pub mod tensor;
-pub mod wasi;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

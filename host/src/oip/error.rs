@@ -7,7 +7,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use crate::nn::NnError;
-use crate::server::respond::{json_response, Body};
+use crate::http::respond::{json_response, Body};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OipError {

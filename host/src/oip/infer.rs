@@ -17,7 +17,7 @@ use super::decode::{self, Decoded, Wanted};
 use super::error::OipError;
 use super::wire::{self, InferRequest, InferResponse, OutputSize, ResponseOutput};
 use crate::nn::{Model, Tensor};
-use crate::server::respond::Body;
+use crate::http::respond::Body;
 use crate::snapshot::Snapshot;
 
 pub async fn infer(snapshot: Arc<Snapshot>, model: Arc<Model>, req: Request<Incoming>) -> Result<Response<Body>, OipError> {
@@ -79,7 +79,7 @@ fn encode(model: &Model, id: Option<&str>, wanted: &[Wanted], results: &[(String
 }
 
 fn response(body: Bytes, header_length: Option<usize>) -> Response<Body> {
-    let mut resp = Response::new(crate::server::respond::full(body));
+    let mut resp = Response::new(crate::http::respond::full(body));
     *resp.status_mut() = StatusCode::OK;
     let headers = resp.headers_mut();
     match header_length {

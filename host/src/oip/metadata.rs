@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::wire;
 use crate::nn::model::Port;
 use crate::nn::{Model, Registry};
-use crate::server::respond::{json_response, Body};
+use crate::http::respond::{json_response, Body};
 
 /// The extensions of the protocol this server implements.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];

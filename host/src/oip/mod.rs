@@ -27,8 +27,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
 use crate::nn::{Model, Registry};
-use crate::server::respond::Body;
-use crate::server::ServeError;
+use crate::http::respond::Body;
+use crate::http::ServeError;
 use crate::snapshot::Snapshot;
 pub use error::OipError;
 

@@ -10,9 +10,9 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{self, PluginPre};
-use super::sandbox::StoreData;
+use super::store::StoreData;
 use super::PluginError;
-use crate::nn::wasi::{HasNn, NnView};
+use super::wasi_nn::{HasNn, NnView};
 
 /// How often the epoch advances: the granularity of plugin deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);

@@ -2,13 +2,17 @@
 //!
 //! - `bindings`: the world's host-side bindings.
 //! - `engine`: the wasmtime engine (pooling allocator, epoch ticker) and compiling plugins.
-//! - `sandbox`: a fresh store per request: limits, deadline, host interfaces.
+//! - `sandbox`: a fresh store per request runs the stages: limits, deadline, outcome.
+//! - `store`: what a store holds: the host interfaces' contexts and the memory cap.
 //! - `imports`: the `types`, `imaging` and `host` interfaces plugins import.
+//! - `wasi_nn`: the wasi-nn interface plugins import, over the models of `crate::nn`.
 
 pub mod bindings;
 pub mod engine;
 mod imports;
 pub mod sandbox;
+mod store;
+pub mod wasi_nn;
 
 pub use engine::{Engine, Plugin, SandboxLimits};
 pub use sandbox::{Outcome, Sandbox};

@@ -6,16 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::Store;
 
 use super::bindings::osprey::plugin::types::{self, ErrorKind, Frame};
 use super::engine::{Engine, Plugin, EPOCH_TICK};
-use super::imports::{HostCtx, HostView};
+use super::imports::HostCtx;
+use super::store::StoreData;
 use super::{Blob, PluginError, StageErrorKind};
-use crate::nn::wasi::{NnCtx, NnView};
+use super::wasi_nn::NnCtx;
 use crate::nn::Registry;
 
 pub use types::{Branch, ClassScore, Detection, Size};
@@ -50,53 +48,6 @@ pub struct Start {
 /// Names a stage may not use in `frame.report`: the host's own answer fields.
 pub const RESERVED_FIELDS: &[&str] = &["model", "model_version", "image", "detections", "top", "timing_ms", "error"];
 
-/// Per-store state; each host interface borrows its part of it.
-pub struct StoreData {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    nn: NnCtx,
-    host: HostCtx,
-    memory: MemoryCap,
-    stderr: MemoryOutputPipe,
-}
-
-impl WasiView for StoreData {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl StoreData {
-    pub(crate) fn nn_view(&mut self) -> NnView<'_> {
-        NnView { ctx: &mut self.nn, table: &mut self.table }
-    }
-
-    pub(crate) fn host_view(&mut self) -> HostView<'_> {
-        HostView { ctx: &mut self.host, table: &mut self.table }
-    }
-}
-
-/// Refuses memory growth past the cap, remembering that it did, so the trap
-/// that follows is reported as what it is.
-struct MemoryCap {
-    limit: usize,
-    hit: bool,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.hit = true;
-            wasmtime::bail!("memory limit of {} bytes exceeded", self.limit);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
 /// One stage of a run: the plugin and its settings (JSON) for this request.
 pub struct StageCall<'a> {
     pub plugin: &'a Plugin,
@@ -112,15 +63,11 @@ pub struct Sandbox<'a> {
 
 impl Sandbox<'_> {
     pub fn run(&self, stages: &[StageCall<'_>], start: Start, deadline: Instant) -> Result<Outcome, PluginError> {
-        let stderr = MemoryOutputPipe::new(4096);
-        let data = StoreData {
-            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
-            table: ResourceTable::new(),
-            nn: NnCtx::new(self.registry.clone(), Some(deadline)),
-            host: HostCtx::new(self.registry.clone(), self.request_id),
-            memory: MemoryCap { limit: self.engine.limits.memory_bytes, hit: false },
-            stderr,
-        };
+        let data = StoreData::new(
+            NnCtx::new(self.registry.clone(), Some(deadline)),
+            HostCtx::new(self.registry.clone(), self.request_id),
+            self.engine.limits.memory_bytes,
+        );
         let mut store = Store::new(&self.engine.engine, data);
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_trap();

@@ -6,67 +6,15 @@
 
 pub mod watch;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-
 use crate::config;
-use crate::metrics::{ModelVersionLabels, OutcomeLabel, ReloadOutcome};
-use crate::server::Shared;
+use crate::metrics::{OutcomeLabel, ReloadOutcome};
 use crate::snapshot::Snapshot;
-
-/// How a reload ended.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Outcome {
-    Success { generation: u64 },
-    RolledBack { reason: String, serving: u64 },
-}
-
-/// The last reload, for `/admin/status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Record {
-    #[serde(flatten)]
-    pub outcome: Outcome,
-    pub cause: String,
-    /// Unix seconds.
-    pub at: u64,
-    pub took_ms: f64,
-}
-
-/// Reload state shared by the watcher and the admin API.
-#[derive(Default)]
-pub struct State {
-    /// One reload at a time; also holds the last record.
-    last: Mutex<Option<Record>>,
-    succeeded: AtomicU64,
-    rolled_back: AtomicU64,
-}
-
-impl State {
-    pub fn last(&self) -> Option<Record> {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Reloads of this server that succeeded and that rolled back.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.succeeded.load(Ordering::Relaxed), self.rolled_back.load(Ordering::Relaxed))
-    }
-}
-
-/// Publishes what a snapshot serves: its generation and its model versions.
-pub fn announce(snapshot: &Snapshot) {
-    let metrics = crate::metrics::global();
-    metrics.generation.set(snapshot.generation as i64);
-    metrics.models.clear();
-    for m in snapshot.registry.iter() {
-        let id = m.identity();
-        let labels = ModelVersionLabels { model: id.name.clone(), version: id.version.clone(), provider: m.provider().to_string() };
-        metrics.models.get_or_create(&labels).set(1);
-    }
-}
+use crate::state::Shared;
+pub use crate::state::{Outcome, Record};
 
 /// Rebuilds from the config file and swaps. Blocking: call it on a blocking thread.
 pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
@@ -82,7 +30,7 @@ pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
     let outcome = match built {
         Ok(next) => {
             let generation = next.generation;
-            announce(&next);
+            next.announce();
             shared.snapshot.store(Arc::new(next));
             shared.reload.succeeded.fetch_add(1, Ordering::Relaxed);
             crate::metrics::global().reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::success }).inc();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::config::{Config, ModelSource};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Quiet time after the last event before reloading.
 pub const SETTLE: Duration = Duration::from_millis(300);

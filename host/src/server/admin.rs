@@ -8,10 +8,11 @@ use hyper::header::{HeaderMap, AUTHORIZATION};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::respond::{json_response, Body};
-use super::{ServeError, Shared};
+use crate::http::respond::{json_response, Body};
+use crate::http::ServeError;
 use crate::reload::{self, Outcome};
 use crate::snapshot::Snapshot;
+use crate::state::Shared;
 
 pub enum Op {
     Status,

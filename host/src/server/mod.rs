@@ -1,30 +1,24 @@
-//! The HTTP side: accept connections (HTTP/1.1 and h2c, or both over TLS
-//! chosen by ALPN), send each request down the corridor, stop gracefully.
+//! The HTTP entry point: accept connections (HTTP/1.1 and h2c, or both over
+//! TLS chosen by ALPN), send each request to its room or down the corridor,
+//! stop gracefully. The top floor: it calls every room; none calls it.
 //!
-//! - `router`: method + path → host endpoint or route.
-//! - `body`: request body → the upload.
-//! - `route`: the layers around a route's chain (rate limit, body, cache, deadline).
-//! - `respond`: the one map from results and errors to HTTP.
+//! - `router`: method + path → host endpoint, room or route.
+//! - `routed`: a routed request's HTTP layers (rate limit, parameters, body), then `route::answer`.
 //! - `admin`: `/admin/status` and `/admin/reload`, behind a bearer token.
 //! - `page`: the web page at `/`, compiled into the binary.
 //! - `render`: whether a client asked for the annotated image.
 
 pub mod admin;
-pub mod body;
 pub mod page;
 pub mod render;
-pub mod respond;
-pub mod route;
+pub mod routed;
 pub mod router;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -36,102 +30,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cache::{connect_redis, Cache, CacheError};
+use crate::http::respond::{self, Body};
+use crate::http::{ServeError, VideoError};
 use crate::metrics::{RequestLabels, RouteLabel};
-use crate::ratelimit::{Limiter, SystemClock};
 use crate::plugin::PluginError;
-use crate::reload;
 use crate::snapshot::Snapshot;
-use respond::Body;
+use crate::state::Shared;
+use crate::video;
 use router::{Miss, Target};
 
-/// Errors of the serving layer; `respond::error` gives each its HTTP answer.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("no route for this path")]
-    NotFound,
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
-    #[error("rate limit reached; retry in {:.1} s", .0.as_secs_f64())]
-    RateLimited(Duration),
-    #[error("overloaded: {0}")]
-    Overloaded(String),
-    #[error("method not allowed here; allowed: {}", .0.join(", "))]
-    MethodNotAllowed(Vec<String>),
-    #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
-    #[error("the request body is larger than this route's limit of {limit} bytes")]
-    BodyTooLarge { limit: usize },
-    #[error("content type '{0}' is not accepted; send image/* bytes or multipart/form-data with an 'image' field")]
-    UnsupportedMediaType(String),
-    #[error("not acceptable: {0}")]
-    NotAcceptable(String),
-    #[error("the route's deadline of {} ms passed", .0.as_millis())]
-    Deadline(Duration),
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    #[error(transparent)]
-    Video(#[from] crate::video::VideoError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// What every connection shares: the current snapshot (swapped whole on
-/// reload), where it was loaded from, the reload state, and the services that
-/// outlive snapshots (result cache, token buckets).
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    /// The config file reloads read; `None` for a snapshot built in code.
-    pub config_path: Option<PathBuf>,
-    pub reload: reload::State,
-    pub cache: Cache,
-    pub limiter: Limiter,
-    /// Turns to run a chain (`[server] max_inflight`), first come first served.
-    pub inflight: Arc<Semaphore>,
-    /// Requests waiting for a turn (bounded by `[server] max_waiting`).
-    pub waiting: std::sync::atomic::AtomicUsize,
-    /// The certificate being served; unset while TLS is off.
-    pub tls: OnceLock<Arc<crate::tls::Status>>,
-    /// Video jobs, running and recently ended.
-    pub videos: crate::video::Jobs,
-    next_request: AtomicU64,
-}
-
-impl Shared {
-    /// Connects the services the config names (Redis when `[redis] url` is set).
-    pub async fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Result<Arc<Self>, CacheError> {
-        let (cache, limiter) = match &snapshot.config.redis {
-            Some(url) => {
-                let conn = connect_redis(url).await?;
-                (Cache::redis(conn.clone(), url), Limiter::redis(conn, url))
-            }
-            None => (Cache::memory(snapshot.config.cache_bytes), Limiter::memory(Box::<SystemClock>::default())),
-        };
-        Ok(Self::with(snapshot, config_path, cache, limiter))
-    }
-
-    /// With services made by the caller (tests bring a fake clock).
-    pub fn with(snapshot: Snapshot, config_path: Option<PathBuf>, cache: Cache, limiter: Limiter) -> Arc<Self> {
-        reload::announce(&snapshot);
-        let inflight = Arc::new(Semaphore::new(snapshot.config.server.max_inflight));
-        Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            config_path,
-            reload: reload::State::default(),
-            inflight,
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            cache,
-            limiter,
-            tls: OnceLock::new(),
-            videos: crate::video::Jobs::default(),
-            next_request: AtomicU64::new(1),
-        })
-    }
-
-    /// A new request id, for the logs (video frames take one each).
-    pub fn request_id(&self) -> u64 {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
-    }
+/// What the server's requests reach: the shared floor, and the state of the
+/// rooms that live as long as this server (video jobs).
+struct Rooms {
+    shared: Arc<Shared>,
+    videos: video::Jobs,
 }
 
 /// Where a server listens and how it speaks there.
@@ -168,6 +80,7 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
         let _ = shared.tls.set(tls.status);
         Arc::new(tls.acceptor)
     });
+    let rooms = Arc::new(Rooms { shared, videos: video::Jobs::default() });
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
@@ -190,13 +103,13 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
             },
             () = &mut shutdown => break,
         };
-        let (shared, builder, watcher, acceptor) = (shared.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
+        let (rooms, builder, watcher, acceptor) = (rooms.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
             match acceptor {
-                None => connection(stream, peer, &builder, watcher, shared).await,
+                None => connection(stream, peer, &builder, watcher, rooms).await,
                 // The handshake gets the time a client has to send its headers.
                 Some(tls) => match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
-                    Ok(Ok(Some(stream))) => connection(stream, peer, &builder, watcher, shared).await,
+                    Ok(Ok(Some(stream))) => connection(stream, peer, &builder, watcher, rooms).await,
                     Ok(Ok(None)) => {}
                     Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -212,13 +125,13 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
 }
 
 /// One client connection, plain or after its TLS handshake.
-async fn connection<IO>(io: IO, peer: std::net::SocketAddr, builder: &auto::Builder<TokioExecutor>, watcher: Watcher, shared: Arc<Shared>)
+async fn connection<IO>(io: IO, peer: std::net::SocketAddr, builder: &auto::Builder<TokioExecutor>, watcher: Watcher, rooms: Arc<Rooms>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
+        let rooms = rooms.clone();
+        async move { Ok::<_, Infallible>(handle(&rooms, req, peer).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
     if let Err(e) = watcher.watch(conn).await {
@@ -236,8 +149,9 @@ impl Drop for AbortOnDrop {
 }
 
 /// One request, top to bottom.
-async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
+async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
     let started = Instant::now();
+    let shared = &rooms.shared;
     let snapshot = shared.snapshot.load_full();
     let (method, path) = (req.method().as_str().to_string(), req.uri().path().to_string());
     let mut routed = None;
@@ -248,10 +162,10 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: std::net::So
         Ok(Target::Admin(op)) => admin::handle(shared, op, req.headers()).await,
         Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
         Ok(Target::Page(file)) => Ok(page::serve(file)),
-        Ok(Target::Video(op)) => crate::video::handle(shared, snapshot.clone(), op, req, peer).await,
+        Ok(Target::Video(op)) => video::handle(shared, &rooms.videos, snapshot.clone(), op, req, peer).await,
         Ok(Target::Route(index)) => {
             let id = shared.request_id();
-            let (result, cache) = route::serve(shared, snapshot.clone(), index, req, peer, started, id).await;
+            let (result, cache) = routed::serve(shared, snapshot.clone(), index, req, peer, started, id).await;
             routed = Some(cache);
             result
         }
@@ -263,7 +177,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: std::net::So
         respond::error(&e)
     });
     if let Some(cache) = routed {
-        route::mark(&mut resp, cache);
+        routed::mark(&mut resp, cache);
         let route = path.clone();
         let metrics = crate::metrics::global();
         metrics.requests.get_or_create(&RequestLabels { route: route.clone(), status: resp.status().as_u16() }).inc();
@@ -296,7 +210,7 @@ fn log_failure(method: &str, path: &str, e: &ServeError) {
         | ServeError::BodyTooLarge { .. }
         | ServeError::NotAcceptable(_)
         | ServeError::UnsupportedMediaType(_) => tracing::debug!(method, path, "refused: {e}"),
-        ServeError::Video(v) if !matches!(v, crate::video::VideoError::Unavailable(_)) => tracing::debug!(method, path, "refused: {e}"),
+        ServeError::Video(v) if !matches!(v, VideoError::Unavailable(_)) => tracing::debug!(method, path, "refused: {e}"),
         _ => tracing::warn!(method, path, "failed: {e}"),
     }
 }

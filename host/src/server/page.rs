@@ -7,7 +7,7 @@ use bytes::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 
-use super::respond::{full, Body};
+use crate::http::respond::{full, Body};
 
 /// Path, content type, contents.
 const FILES: &[(&str, &str, &[u8])] = &[

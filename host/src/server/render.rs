@@ -4,7 +4,7 @@
 use hyper::header::ACCEPT;
 use hyper::Request;
 
-use super::ServeError;
+use crate::http::ServeError;
 use crate::chain::Render;
 
 pub fn wanted<B>(req: &Request<B>, renders: bool) -> Result<Option<Render>, ServeError> {

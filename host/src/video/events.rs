@@ -11,7 +11,7 @@ use hyper::Response;
 use tokio::sync::mpsc;
 
 use super::job::Job;
-use crate::server::respond::{self, Body};
+use crate::http::respond::{self, Body};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 

@@ -19,7 +19,9 @@ use super::Slot;
 use crate::chain::Overrides;
 use crate::config::VideoSettings;
 use crate::plugin::{Blob, PluginError};
-use crate::server::{respond, route, ServeError, Shared};
+use crate::http::{respond, ServeError};
+use crate::route;
+use crate::state::Shared;
 use crate::snapshot::Snapshot;
 
 /// After a full queue or a busy server, how long a frame waits to try again.

@@ -30,8 +30,11 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::config::VideoSettings;
-use crate::server::respond::{self, Body};
-use crate::server::{route, ServeError, Shared};
+use crate::http::respond::{self, Body};
+use crate::http::ServeError;
+pub use crate::http::VideoError;
+use crate::route;
+use crate::state::Shared;
 use crate::snapshot::Snapshot;
 use job::{Info, Job, Work};
 
@@ -43,26 +46,6 @@ const KEEP_ENDED: Duration = Duration::from_secs(600);
 const MAX_ENDED: usize = 64;
 /// An upload holds a job slot: a client trickling bytes must not hold it forever.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Errors of the video layer; `respond::error` gives each its HTTP answer.
-#[derive(Debug, thiserror::Error)]
-pub enum VideoError {
-    /// Why the file cannot be read as a video, in ffmpeg's words.
-    #[error("{0}")]
-    BadVideo(String),
-    #[error("the video is larger than this server's limit of {limit} bytes ([video] max_bytes)")]
-    TooLarge { limit: u64 },
-    #[error("the video is {seconds:.1} s long; this server takes videos up to {max} s ([video] max_seconds)")]
-    TooLong { seconds: f64, max: u64 },
-    #[error("content type '{0}' is not accepted; send video/* bytes or multipart/form-data with a 'video' field")]
-    UnsupportedMediaType(String),
-    #[error("no video job '{0}' (finished jobs are kept for 10 minutes)")]
-    UnknownJob(String),
-    #[error("{running} video jobs are running, the most this server runs at once; retry later")]
-    Busy { running: usize },
-    #[error("video processing is unavailable: {0}")]
-    Unavailable(String),
-}
 
 /// ffmpeg or ffprobe could not run: a problem of the server, not the video.
 fn tool_failed(tool: &str, e: &std::io::Error) -> VideoError {
@@ -103,10 +86,10 @@ pub fn find(method: &str, path: &str) -> Option<Result<Op, Vec<String>>> {
     })
 }
 
-pub async fn handle(shared: &Arc<Shared>, snapshot: Arc<Snapshot>, op: Op, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ServeError> {
-    let jobs = &shared.videos;
+/// One request under `/v1/videos`; `jobs` are the server's, running and recently ended.
+pub async fn handle(shared: &Arc<Shared>, jobs: &Jobs, snapshot: Arc<Snapshot>, op: Op, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ServeError> {
     match op {
-        Op::Submit => submit(shared, snapshot, req, peer).await,
+        Op::Submit => submit(shared, jobs, snapshot, req, peer).await,
         Op::Status(id) => Ok(respond::json_response(StatusCode::OK, &jobs.get(&id)?.status())),
         Op::Events(id) => Ok(events::stream(jobs.get(&id)?)),
         Op::Cancel(id) => {
@@ -119,21 +102,21 @@ pub async fn handle(shared: &Arc<Shared>, snapshot: Arc<Snapshot>, op: Op, req: 
 /// Accepts a video: route and parameters first (a 400 costs no upload), a
 /// job slot, the upload, the probe; then the job starts and the answer
 /// says where to follow it.
-async fn submit(shared: &Arc<Shared>, snapshot: Arc<Snapshot>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ServeError> {
+async fn submit(shared: &Arc<Shared>, jobs: &Jobs, snapshot: Arc<Snapshot>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ServeError> {
     let settings = snapshot.config.video.clone();
-    let client = route::client(snapshot.config.server.api_key_header.as_deref(), &req, peer);
+    let client = route::client(snapshot.config.server.api_key_header.as_deref(), req.headers(), peer);
     let (route_path, query) = split_query(req.uri().query());
     let (parts, body) = req.into_parts();
     let checked = single_input_route(&snapshot, &route_path).and_then(|index| {
         let chain = &snapshot.routes[index].chain;
         let overrides = chain.overrides(query.as_deref()).map_err(|message| ServeError::BadRequest { code: "bad_param", message })?;
-        Ok((index, overrides, shared.videos.reserve(settings.max_jobs)?))
+        Ok((index, overrides, jobs.reserve(settings.max_jobs)?))
     });
     let (index, overrides, slot) = match checked {
         Ok(ok) => ok,
         Err(e) => {
             // A client still sending would read a reset connection, not our answer.
-            crate::server::body::drain(body).await;
+            crate::http::body::drain(body).await;
             return Err(e);
         }
     };
@@ -147,7 +130,7 @@ async fn submit(shared: &Arc<Shared>, snapshot: Arc<Snapshot>, req: Request<Inco
     }
     let info = plan(&probe, &settings);
     let job = Arc::new(Job::new(id.clone(), info.clone()));
-    shared.videos.insert(job.clone());
+    jobs.insert(job.clone());
     let work = Work { shared: shared.clone(), snapshot, route: index, overrides, client, settings: settings.clone(), file, slot };
     let task = tokio::spawn(job::run(job.clone(), work));
     job.set_task(task.abort_handle());

@@ -12,7 +12,7 @@ use hyper::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::io::AsyncWriteExt;
 
 use super::VideoError;
-use crate::server::ServeError;
+use crate::http::ServeError;
 
 /// The multipart field that carries the video.
 const FIELD: &str = "video";
@@ -83,7 +83,7 @@ pub async fn receive(headers: &HeaderMap, body: Incoming, id: &str, limit: u64) 
     } else if mime.is_empty() || mime.starts_with("video/") || mime == "application/octet-stream" {
         write(&file.path, body.into_data_stream(), limit).await?
     } else {
-        crate::server::body::drain(body).await;
+        crate::http::body::drain(body).await;
         return Err(VideoError::UnsupportedMediaType(content_type).into());
     };
     if written == 0 {

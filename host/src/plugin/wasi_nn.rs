@@ -1,4 +1,5 @@
-//! The wasi-nn interface (`wasi:nn@0.2.0-rc-2024-10-28`) as plugins see it.
+//! The wasi-nn interface (`wasi:nn@0.2.0-rc-2024-10-28`) as plugins see it:
+//! the plugin floor's side of it, over the models of `crate::nn` below.
 //!
 //! Our own host implementation rather than wasmtime-wasi-nn's: tensors stay
 //! host objects that stages hand to each other, models are the snapshot's
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
-use super::{ElemType, Model, NnError, Registry, Tensor};
-use crate::plugin::bindings::wasi::nn::{errors, graph, inference, tensor};
+use super::bindings::wasi::nn::{errors, graph, inference, tensor};
+use crate::nn::{ElemType, Model, NnError, Registry, Tensor};
 
 /// A graph handle: a model of the snapshot.
 pub struct Graph(Arc<Model>);

@@ -1,5 +1,8 @@
-//! One routed request, through the layers around its chain, in order. Each
-//! layer can answer on its own; the chain runs only when none does.
+//! Runs an upload through a route, the shared floor under every entry point
+//! (the server's routed requests, video frames, and later streams and
+//! pools): the result cache, a turn to run, the chain (after its branches'
+//! chains), the answer. Each layer can answer on its own; the chain runs only
+//! when none does.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -7,66 +10,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::header::HeaderValue;
-use hyper::{Request, Response};
+use hyper::HeaderMap;
 
-use super::respond::{self, Body};
-use super::{body, render, ServeError, Shared};
 use crate::chain::{Overrides, Render};
+use crate::http::respond::{self, Answer};
+use crate::http::ServeError;
 use crate::metrics::{CacheLabels, CacheResult, RouteLabel};
 use crate::plugin::sandbox::{Branch, Size, Start};
 use crate::plugin::{Blob, Outcome, PluginError};
 use crate::snapshot::{Route, Snapshot};
+use crate::state::Shared;
 
 /// Whether the answer came from the cache, for `x-osprey-cache`.
 #[derive(Clone, Copy)]
 pub enum CacheUse {
     Hit,
     Miss,
-}
-
-pub async fn serve(
-    shared: &Shared,
-    snapshot: Arc<Snapshot>,
-    index: usize,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    started: Instant,
-    id: u64,
-) -> (Result<Response<Body>, ServeError>, CacheUse) {
-    let route = &snapshot.routes[index];
-    // Rate limit first: a refused client costs no body read, no hashing, no model.
-    if let Some(limit) = route.rate_limit {
-        let client = client(snapshot.config.server.api_key_header.as_deref(), &req, peer);
-        if let Err(wait) = shared.limiter.check(&route.path, &client, limit).await {
-            crate::metrics::global().rate_limited.get_or_create(&RouteLabel { route: route.path.clone() }).inc();
-            return (Err(ServeError::RateLimited(wait)), CacheUse::Miss);
-        }
-    }
-    // Parameters before the body: a bad one is a 400 without reading the upload.
-    let overrides = match route.chain.overrides(req.uri().query()) {
-        Ok(o) => o,
-        Err(message) => return (Err(ServeError::BadRequest { code: "bad_param", message }), CacheUse::Miss),
-    };
-    let render = match render::wanted(&req, route.chain.renders()) {
-        Ok(r) => r,
-        Err(e) => return (Err(e), CacheUse::Miss),
-    };
-    let (parts, incoming) = req.into_parts();
-    let input = if route.branches.is_empty() {
-        body::read_upload(&parts.headers, incoming, route.max_body_bytes).await.map(Input::One)
-    } else {
-        let fields: Vec<&str> = route.branches.iter().map(|(f, _)| f.as_str()).collect();
-        body::read_parts(&parts.headers, incoming, route.max_body_bytes, &fields).await.map(Input::Parts)
-    };
-    let input = match input {
-        Ok(i) => i,
-        Err(e) => return (Err(e), CacheUse::Miss),
-    };
-    let (answer, cache) = answer(shared, snapshot.clone(), index, Ask { input, overrides, render }, started, id).await;
-    let signature = &snapshot.routes[index].chain.signature;
-    (answer.map(|a| respond::answer(a, signature)), cache)
 }
 
 /// Runs one image through route `index` the way a client's POST goes once its
@@ -108,14 +67,8 @@ pub enum Input {
     Parts(Vec<Blob>),
 }
 
-/// A chain's answer: JSON (what the cache keeps) or an encoded image.
-pub enum Answer {
-    Json(Bytes),
-    Media { content_type: String, bytes: Bytes },
-}
-
 /// The layers after the request is read: the cache, a turn to run, the chain.
-async fn answer(shared: &Shared, snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Instant, id: u64) -> (Result<Answer, ServeError>, CacheUse) {
+pub async fn answer(shared: &Shared, snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Instant, id: u64) -> (Result<Answer, ServeError>, CacheUse) {
     let route = &snapshot.routes[index];
     // The cache is keyed on the raw bytes, hashed before any decoding. Images
     // rendered on request are not cached: they are large and made from a
@@ -253,18 +206,9 @@ fn run_branches(snap: &Snapshot, route: &Route, parts: Vec<Blob>, started: Insta
 
 /// Who a bucket belongs to: the API key when the config names its header and
 /// the client sent it, else the peer's IP.
-pub(crate) fn client(api_key_header: Option<&str>, req: &Request<Incoming>, peer: SocketAddr) -> String {
-    match api_key_header.and_then(|h| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string)) {
+pub fn client(api_key_header: Option<&str>, headers: &HeaderMap, peer: SocketAddr) -> String {
+    match api_key_header.and_then(|h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string)) {
         Some(k) => format!("key:{k}"),
         None => format!("ip:{}", peer.ip()),
     }
-}
-
-/// Adds `x-osprey-cache` to a routed answer.
-pub fn mark(resp: &mut Response<Body>, cache: CacheUse) {
-    let v = match cache {
-        CacheUse::Hit => "hit",
-        CacheUse::Miss => "miss",
-    };
-    resp.headers_mut().insert("x-osprey-cache", HeaderValue::from_static(v));
 }

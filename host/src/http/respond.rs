@@ -13,10 +13,8 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::route::Answer;
-use super::ServeError;
+use super::error::{ServeError, VideoError};
 use crate::plugin::{Outcome, PluginError, StageErrorKind};
-use crate::video::VideoError;
 
 /// Every response's body: bytes known in full (`full`) or chunks streamed
 /// from a channel (`channel`, for Server-Sent Events), boxed into one type.
@@ -103,6 +101,12 @@ pub fn outcome_json(o: &Outcome, total: Duration) -> Bytes {
         "stages": stages,
     });
     Bytes::from(answer.to_string())
+}
+
+/// A chain's answer: JSON (what the cache keeps) or an encoded image.
+pub enum Answer {
+    Json(Bytes),
+    Media { content_type: String, bytes: Bytes },
 }
 
 /// A routed answer, fresh or cached: JSON, or the image a stage made.

@@ -1,0 +1,58 @@
+//! The errors an HTTP request can end in, for every entry point: the serving
+//! layer's own, and the video room's. `respond::error` gives each its answer.
+
+use std::time::Duration;
+
+use crate::plugin::PluginError;
+
+/// Errors of the serving layer; `respond::error` gives each its HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("no route for this path")]
+    NotFound,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("rate limit reached; retry in {:.1} s", .0.as_secs_f64())]
+    RateLimited(Duration),
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    #[error("method not allowed here; allowed: {}", .0.join(", "))]
+    MethodNotAllowed(Vec<String>),
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("the request body is larger than this route's limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("content type '{0}' is not accepted; send image/* bytes or multipart/form-data with an 'image' field")]
+    UnsupportedMediaType(String),
+    #[error("not acceptable: {0}")]
+    NotAcceptable(String),
+    #[error("the route's deadline of {} ms passed", .0.as_millis())]
+    Deadline(Duration),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Video(#[from] VideoError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Errors of the video layer (`crate::video`), defined on this floor so that
+/// `respond::error`, the one map to HTTP, can answer them without importing a room above.
+#[derive(Debug, thiserror::Error)]
+pub enum VideoError {
+    /// Why the file cannot be read as a video, in ffmpeg's words.
+    #[error("{0}")]
+    BadVideo(String),
+    #[error("the video is larger than this server's limit of {limit} bytes ([video] max_bytes)")]
+    TooLarge { limit: u64 },
+    #[error("the video is {seconds:.1} s long; this server takes videos up to {max} s ([video] max_seconds)")]
+    TooLong { seconds: f64, max: u64 },
+    #[error("content type '{0}' is not accepted; send video/* bytes or multipart/form-data with a 'video' field")]
+    UnsupportedMediaType(String),
+    #[error("no video job '{0}' (finished jobs are kept for 10 minutes)")]
+    UnknownJob(String),
+    #[error("{running} video jobs are running, the most this server runs at once; retry later")]
+    Busy { running: usize },
+    #[error("video processing is unavailable: {0}")]
+    Unavailable(String),
+}

@@ -1,0 +1,71 @@
+//! A routed HTTP request: the layers that read it (rate limit, parameters,
+//! the wanted format, the body), then `route::answer` runs it on the shared
+//! floor. Each layer can answer on its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response};
+
+use super::render;
+use crate::http::respond::{self, Body};
+use crate::http::{body, ServeError};
+use crate::metrics::RouteLabel;
+use crate::route::{self, Ask, CacheUse, Input};
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
+
+pub async fn serve(
+    shared: &Shared,
+    snapshot: Arc<Snapshot>,
+    index: usize,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    started: Instant,
+    id: u64,
+) -> (Result<Response<Body>, ServeError>, CacheUse) {
+    let route = &snapshot.routes[index];
+    // Rate limit first: a refused client costs no body read, no hashing, no model.
+    if let Some(limit) = route.rate_limit {
+        let client = route::client(snapshot.config.server.api_key_header.as_deref(), req.headers(), peer);
+        if let Err(wait) = shared.limiter.check(&route.path, &client, limit).await {
+            crate::metrics::global().rate_limited.get_or_create(&RouteLabel { route: route.path.clone() }).inc();
+            return (Err(ServeError::RateLimited(wait)), CacheUse::Miss);
+        }
+    }
+    // Parameters before the body: a bad one is a 400 without reading the upload.
+    let overrides = match route.chain.overrides(req.uri().query()) {
+        Ok(o) => o,
+        Err(message) => return (Err(ServeError::BadRequest { code: "bad_param", message }), CacheUse::Miss),
+    };
+    let render = match render::wanted(&req, route.chain.renders()) {
+        Ok(r) => r,
+        Err(e) => return (Err(e), CacheUse::Miss),
+    };
+    let (parts, incoming) = req.into_parts();
+    let input = if route.branches.is_empty() {
+        body::read_upload(&parts.headers, incoming, route.max_body_bytes).await.map(Input::One)
+    } else {
+        let fields: Vec<&str> = route.branches.iter().map(|(f, _)| f.as_str()).collect();
+        body::read_parts(&parts.headers, incoming, route.max_body_bytes, &fields).await.map(Input::Parts)
+    };
+    let input = match input {
+        Ok(i) => i,
+        Err(e) => return (Err(e), CacheUse::Miss),
+    };
+    let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render }, started, id).await;
+    let signature = &snapshot.routes[index].chain.signature;
+    (answer.map(|a| respond::answer(a, signature)), cache)
+}
+
+/// Adds `x-osprey-cache` to a routed answer.
+pub fn mark(resp: &mut Response<Body>, cache: CacheUse) {
+    let v = match cache {
+        CacheUse::Hit => "hit",
+        CacheUse::Miss => "miss",
+    };
+    resp.headers_mut().insert("x-osprey-cache", HeaderValue::from_static(v));
+}

@@ -1,0 +1,110 @@
+//! The state every entry point shares (`Shared`): the snapshot being served
+//! and the services that outlive it. It sits below the rooms that use it
+//! (server, oip, video, reload) and imports none of them.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::cache::{connect_redis, Cache, CacheError};
+use crate::ratelimit::{Limiter, SystemClock};
+use crate::snapshot::Snapshot;
+
+/// What every entry point shares: the current snapshot (swapped whole on
+/// reload), where it was loaded from, the record of reloads, and the services
+/// that outlive snapshots (result cache, token buckets, turns to run).
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    /// The config file reloads read; `None` for a snapshot built in code.
+    pub config_path: Option<PathBuf>,
+    pub reload: Reloads,
+    pub cache: Cache,
+    pub limiter: Limiter,
+    /// Turns to run a chain (`[server] max_inflight`), first come first served.
+    pub inflight: Arc<Semaphore>,
+    /// Requests waiting for a turn (bounded by `[server] max_waiting`).
+    pub waiting: AtomicUsize,
+    /// The certificate being served; unset while TLS is off.
+    pub tls: OnceLock<Arc<crate::tls::Status>>,
+    next_request: AtomicU64,
+}
+
+impl Shared {
+    /// Connects the services the config names (Redis when `[redis] url` is set).
+    pub async fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Result<Arc<Self>, CacheError> {
+        let (cache, limiter) = match &snapshot.config.redis {
+            Some(url) => {
+                let conn = connect_redis(url).await?;
+                (Cache::redis(conn.clone(), url), Limiter::redis(conn, url))
+            }
+            None => (Cache::memory(snapshot.config.cache_bytes), Limiter::memory(Box::<SystemClock>::default())),
+        };
+        Ok(Self::with(snapshot, config_path, cache, limiter))
+    }
+
+    /// With services made by the caller (tests bring a fake clock).
+    pub fn with(snapshot: Snapshot, config_path: Option<PathBuf>, cache: Cache, limiter: Limiter) -> Arc<Self> {
+        snapshot.announce();
+        let inflight = Arc::new(Semaphore::new(snapshot.config.server.max_inflight));
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            config_path,
+            reload: Reloads::default(),
+            inflight,
+            waiting: AtomicUsize::new(0),
+            cache,
+            limiter,
+            tls: OnceLock::new(),
+            next_request: AtomicU64::new(1),
+        })
+    }
+
+    /// A new request id, for the logs (video frames take one each).
+    pub fn request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Success { generation: u64 },
+    RolledBack { reason: String, serving: u64 },
+}
+
+/// The last reload, for `/admin/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub cause: String,
+    /// Unix seconds.
+    pub at: u64,
+    pub took_ms: f64,
+}
+
+/// The record of reloads, shared by the watcher and the admin API; the
+/// `reload` room writes it.
+#[derive(Default)]
+pub struct Reloads {
+    /// One reload at a time; also holds the last record.
+    pub(crate) last: Mutex<Option<Record>>,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) rolled_back: AtomicU64,
+}
+
+impl Reloads {
+    pub fn last(&self) -> Option<Record> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads of this server that succeeded and that rolled back.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.succeeded.load(Ordering::Relaxed), self.rolled_back.load(Ordering::Relaxed))
+    }
+}
