@@ -52,10 +52,16 @@ plugins: toolchain crates
 	  "a compile error in plugins/ is a code problem; 'can't find crate for core' means the target is missing: rustup target add wasm32-wasip2" \
 	  -- $(CARGO) build $(PLUGIN_FLAGS)
 
+# The server binary, with the features of the whole workspace: exactly the
+# build `cargo test --release --workspace` makes of it and of its
+# dependencies, so `make test` after `make serve` compiles only the tests.
+# (`-p osprey` alone would leave out the tests crate's reqwest features and
+# the plugins' build-time crates, and every crate above them, wasmtime
+# included, would be compiled twice.)
 host: crates
 	@$(STEP) host "building the server (target/release/osprey; release, about 6 min on 2 cores the first time)" \
 	  "cargo's error is above; out of disk? a release build needs about 3 GB in target/" \
-	  -- $(CARGO) build --release -p osprey
+	  -- $(CARGO) build --release --workspace --bins
 
 # The Python venv the Open Inference Protocol test drives the server from:
 # the unchanged Triton HTTP client, and ONNX Runtime for the reference answers.

@@ -6,6 +6,9 @@
 
 pub mod site;
 
+#[cfg(test)]
+mod one_build;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
