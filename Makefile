@@ -113,7 +113,7 @@ test-services:
 	if [ -z "$$missing" ]; then \
 	  echo "osprey-setup: test-services: $(TEST_CMDS) are installed"; \
 	else \
-	  $(STEP) --retry --quiet test-services "installing the Debian packages $(TEST_DEBS) (missing: $$missing)" \
+	  $(STEP) --retry --quiet test-services "installing the Debian packages $(TEST_DEBS) (missing: $${missing% })" \
 	    "apt-get needs root and the Debian mirrors: run 'sudo apt-get update && sudo apt-get install $(TEST_DEBS)', then make test again" \
 	    -- $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update && apt-get install -y $(TEST_DEBS)' && \
 	  for c in $(TEST_CMDS); do command -v $$c >/dev/null || { echo "osprey-setup: test-services: $$c is still missing after installing $(TEST_DEBS)" >&2; exit 1; }; done; \
