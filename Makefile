@@ -59,7 +59,7 @@ plugins: toolchain crates
 # the plugins' build-time crates, and every crate above them, wasmtime
 # included, would be compiled twice.)
 host: crates
-	@$(STEP) host "building the server (target/release/osprey; release, about 6 min on 2 cores the first time)" \
+	@$(STEP) host "building the server, target/release/osprey (release: many minutes on 2 cores the first time, seconds once built)" \
 	  "cargo's error is above; out of disk? a release build needs about 3 GB in target/" \
 	  -- $(CARGO) build --release --workspace --bins
 
