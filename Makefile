@@ -5,30 +5,63 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
+# Each setup step goes through scripts/setup-step: it says what it does, and
+# on failure shows the underlying error and what to try; registry steps are
+# retried once (apt, pip, npm, crates.io and rustup fail transiently).
+STEP := scripts/setup-step
 PLUGINS := image-prep yolo ssd classify misbehave fusion stego render
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models plugins host test-deps test-services browser-deps bench bench-deps bench-peers soak check
+.PHONY: serve test setup toolchain models crates plugins host test-deps test-venv test-services browser-deps bench bench-deps bench-peers soak check
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
 
 test: setup test-deps
+	@echo "osprey-setup: test: cargo test --release --workspace --no-fail-fast (builds the tests, then runs them)"
 	$(CARGO) test --release --workspace --no-fail-fast
 
 setup: toolchain models plugins host
 
 toolchain:
-	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@if rustup target list --installed | grep -qx wasm32-wasip2; then \
+	  echo "osprey-setup: toolchain: the wasm32-wasip2 target is installed"; \
+	else \
+	  $(STEP) --retry toolchain "installing the Rust target wasm32-wasip2 (the plugins' target)" \
+	    "needs rustup and https://static.rust-lang.org; run 'rustup target add wasm32-wasip2' by hand to see why" \
+	    -- rustup target add wasm32-wasip2; \
+	fi
 
 models:
-	python3 models/fetch.py
+	@$(STEP) models "fetching ONNX Runtime, the models and the test images into $(OSPREY_CACHE) (cached: seconds once done)" \
+	  "the ERROR line above names what failed; needs python3 with pip and venv (apt-get install python3-pip python3-venv), npm, apt-get; see models/fetch.py --help" \
+	  -- python3 models/fetch.py
 
-plugins: toolchain
-	$(CARGO) build $(PLUGIN_FLAGS)
+# The crates of Cargo.lock that the builds below need (this machine and the
+# plugins' target), fetched once and retried: a crates.io hiccup then never
+# fails a long build half-way.
+HOST_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
 
-host:
-	$(CARGO) build --release -p osprey
+crates:
+	@$(STEP) --retry --quiet crates "fetching the crates of Cargo.lock from crates.io (cached in ~/.cargo)" \
+	  "is https://index.crates.io reachable (proxy: CARGO_HTTP_PROXY)? run 'cargo fetch' by hand to see why" \
+	  -- $(CARGO) fetch --target $(HOST_TRIPLE) --target wasm32-wasip2
+
+plugins: toolchain crates
+	@$(STEP) plugins "building the guest plugins ($(PLUGINS)) for wasm32-wasip2" \
+	  "a compile error in plugins/ is a code problem; 'can't find crate for core' means the target is missing: rustup target add wasm32-wasip2" \
+	  -- $(CARGO) build $(PLUGIN_FLAGS)
+
+# The server binary, with the features of the whole workspace: exactly the
+# build `cargo test --release --workspace` makes of it and of its
+# dependencies, so `make test` after `make serve` compiles only the tests.
+# (`-p osprey` alone would leave out the tests crate's reqwest features and
+# the plugins' build-time crates, and every crate above them, wasmtime
+# included, would be compiled twice.)
+host: crates
+	@$(STEP) host "building the server, target/release/osprey (release: many minutes on 2 cores the first time, seconds once built)" \
+	  "cargo's error is above; out of disk? a release build needs about 3 GB in target/" \
+	  -- $(CARGO) build --release --workspace --bins
 
 # The Python venv the Open Inference Protocol test drives the server from:
 # the unchanged Triton HTTP client, and ONNX Runtime for the reference answers.
@@ -37,18 +70,31 @@ OSPREY_CACHE ?= $(HOME)/.cache/osprey
 TEST_VENV := $(OSPREY_CACHE)/venv-test
 TEST_PINS := tritonclient[http]==2.73.0 numpy==2.2.6 onnxruntime==1.31.1 pillow==11.3.0 ensemble-boxes==1.0.9
 
-test-deps: test-services browser-deps
-	@if [ "$$(cat $(TEST_VENV)/.stamp 2>/dev/null)" != "$(TEST_PINS)" ]; then \
-	  set -e; python3 -m venv $(TEST_VENV); \
-	  $(TEST_VENV)/bin/pip install --quiet --disable-pip-version-check $(TEST_PINS); \
+test-deps: test-services browser-deps test-venv
+
+test-venv:
+	@if [ "$$(cat $(TEST_VENV)/.stamp 2>/dev/null)" = "$(TEST_PINS)" ]; then \
+	  echo "osprey-setup: test-venv: $(TEST_VENV) is up to date"; \
+	else \
+	  $(STEP) test-venv "making the Python venv $(TEST_VENV)" \
+	    "Debian needs the venv module: apt-get install python3-venv" \
+	    -- python3 -m venv $(TEST_VENV) && \
+	  $(STEP) --retry --quiet test-venv "installing $(TEST_PINS) into it from PyPI" \
+	    "is https://pypi.org reachable (proxy: PIP_INDEX_URL, HTTPS_PROXY)? run '$(TEST_VENV)/bin/pip install $(TEST_PINS)' to see why" \
+	    -- $(TEST_VENV)/bin/pip install --disable-pip-version-check $(TEST_PINS) && \
 	  echo "$(TEST_PINS)" > $(TEST_VENV)/.stamp; \
 	fi
 
 # playwright-core from npm (no browser download: it drives Debian's chromium),
 # pinned by tests/browser/package-lock.json; the stamp makes it idempotent.
 browser-deps:
-	@if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.stamp; then \
-	  set -e; cd tests/browser && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.stamp; \
+	@if cmp -s tests/browser/package-lock.json tests/browser/node_modules/.stamp; then \
+	  echo "osprey-setup: browser-deps: tests/browser/node_modules is up to date"; \
+	else \
+	  $(STEP) --retry --quiet browser-deps "installing playwright-core from npm into tests/browser/node_modules (pinned by its lock file)" \
+	    "needs Node.js and npm (apt-get install nodejs npm) and https://registry.npmjs.org; run 'cd tests/browser && npm ci' to see why" \
+	    -- bash -c 'cd tests/browser && npm ci --no-audit --no-fund' && \
+	  cp tests/browser/package-lock.json tests/browser/node_modules/.stamp; \
 	fi
 
 # Debian packages whose servers the tests start themselves on 127.0.0.1.
@@ -58,9 +104,20 @@ browser-deps:
 TEST_DEBS := redis-server pebble ffmpeg chromium
 TEST_CMDS := redis-server pebble pebble-challtestsrv ffmpeg ffprobe chromium
 
+# apt-get needs root: as another user it goes through `sudo -n` (no password
+# prompt: CI has no stdin), and the hint says what to run by hand.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+
 test-services:
-	@for c in $(TEST_CMDS); do command -v $$c >/dev/null || exit 1; done || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS) >/dev/null; }
+	@missing=$$(for c in $(TEST_CMDS); do command -v $$c >/dev/null || echo -n "$$c "; done); \
+	if [ -z "$$missing" ]; then \
+	  echo "osprey-setup: test-services: $(TEST_CMDS) are installed"; \
+	else \
+	  $(STEP) --retry --quiet test-services "installing the Debian packages $(TEST_DEBS) (missing: $${missing% })" \
+	    "apt-get needs root and the Debian mirrors: run 'sudo apt-get update && sudo apt-get install $(TEST_DEBS)', then make test again" \
+	    -- $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update && apt-get install -y $(TEST_DEBS)' && \
+	  for c in $(TEST_CMDS); do command -v $$c >/dev/null || { echo "osprey-setup: test-services: $$c is still missing after installing $(TEST_DEBS)" >&2; exit 1; }; done; \
+	fi
 
 bench: setup
 	$(CARGO) bench -p osprey-tests --bench serving

@@ -283,6 +283,24 @@ def _download_url(url: str, dest: Path) -> None:
 DOWNLOADERS = {"pypi": _download_pypi, "npm": _download_npm, "debian": _download_debian}
 
 
+def download(pkg: dict, tmp: Path) -> None:
+    """Download one package; a registry failure is often transient, so it is
+    tried once more after a pause (apt's own retry, after an update, is in
+    _download_debian)."""
+    try:
+        DOWNLOADERS[pkg["registry"]](pkg, tmp)
+    except SetupError as e:
+        if pkg["registry"] == "debian":
+            raise
+        log(f"{pkg['registry']} download of {pkg['name']} failed; trying once more in 10 s:\n{e}")
+        time.sleep(10)
+        try:
+            DOWNLOADERS[pkg["registry"]](pkg, tmp)
+        except SetupError as again:
+            raise SetupError(f"{again}\n(failed twice, 10 s apart: check the network or proxy; "
+                             f"the {pkg['registry']} registry may be down)") from again
+
+
 def fetch_package(cache: Path, manifest: dict, pkg_id: str) -> Path:
     """Path of the verified package file, downloading it if needed."""
     pkg = manifest["packages"][pkg_id]
@@ -295,7 +313,7 @@ def fetch_package(cache: Path, manifest: dict, pkg_id: str) -> Path:
     with tempfile.TemporaryDirectory(dir=downloads, prefix=".dl-") as tmp:
         tmp = Path(tmp)
         os.chmod(tmp, 0o755)  # lets apt's _apt user see it (no warning)
-        DOWNLOADERS[pkg["registry"]](pkg, tmp)
+        download(pkg, tmp)
         got = tmp / pkg["file"]
         if not got.is_file():
             files = ", ".join(p.name for p in tmp.iterdir()) or "nothing"

@@ -27,13 +27,7 @@ fn client_at(url: &str, args: &[&str]) -> (i32, String, String) {
 fn photo(name: &str) -> String {
     let dir = std::env::temp_dir().join("osprey-client-tests");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    if !path.exists() {
-        // Through a file of our own: test processes side by side never read half a photo.
-        let tmp = path.with_extension(format!("{}.part", std::process::id()));
-        std::fs::write(&tmp, osprey_tests::image(name)).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
+    let path = osprey_tests::fixture(&dir.join(name), |tmp| std::fs::write(tmp, osprey_tests::image(name)).unwrap());
     path.to_string_lossy().into_owned()
 }
 
@@ -84,7 +78,7 @@ fn a_missing_file_exits_2_and_names_it() {
 #[test]
 fn a_server_refusal_exits_1_with_the_servers_message() {
     let dir = PathBuf::from(photo("dog.jpg")).parent().unwrap().to_path_buf();
-    let text = dir.join(format!("notes-{}.txt", std::process::id()));
+    let text = dir.join(format!("{}.txt", osprey_tests::unique_name("notes")));
     std::fs::write(&text, "not an image at all\n".repeat(10)).unwrap();
     let (code, _, stderr) = client(&["detect", text.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");

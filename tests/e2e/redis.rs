@@ -20,19 +20,37 @@ impl Drop for Redis {
     }
 }
 
+/// A free port is only free until someone takes it: between our probe and
+/// redis-server's bind, another test's listener may. Then redis-server exits
+/// and another port is tried; a PING proves the one that answers is ours.
 fn start_redis() -> (Redis, u16) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (Debian package redis-server; `make test-deps` installs it)");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = Redis(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (Debian package redis-server; `make test-deps` installs it)"),
+        );
+        let started = Instant::now();
+        while redis.0.try_wait().unwrap().is_none() {
+            if pong(port) {
+                return (redis, port);
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    (Redis(child), port)
+    panic!("redis-server exited on 5 ports in a row (is it installed and runnable?)");
+}
+
+fn pong(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = [0u8; 7];
+    tcp.write_all(b"PING\r\n").is_ok() && tcp.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
 }
 
 fn host(dir: &std::path::Path, name: &str, port: u16) -> TestServer {
@@ -78,7 +96,7 @@ fn post(server: &TestServer, image: &str) -> (u16, String) {
 #[test]
 fn two_hosts_share_the_cache_and_the_buckets_through_redis() {
     let (_redis, port) = start_redis();
-    let dir = std::env::temp_dir().join(format!("osprey-redis-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(osprey_tests::unique_name("osprey-redis"));
     std::fs::create_dir_all(&dir).unwrap();
     let (a, b) = (host(&dir, "a", port), host(&dir, "b", port));
     // Host a computes and stores; host b finds the answer.

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use osprey_tests::fixture;
 use reqwest::blocking::Response;
 use serde_json::Value;
 
@@ -29,42 +30,27 @@ fn dir() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join("osprey-video-tests");
         std::fs::create_dir_all(&dir).unwrap();
-        let photo = dir.join("horses.jpg");
-        if !photo.exists() {
-            publish(&photo, |tmp| std::fs::write(tmp, osprey_tests::image("horses.jpg")).unwrap());
-        }
+        fixture(&dir.join("horses.jpg"), |tmp| std::fs::write(tmp, osprey_tests::image("horses.jpg")).unwrap());
         dir
     })
-}
-
-/// Makes `path` through a file of this process, then renames it into place:
-/// test processes running side by side never see a half-written file.
-fn publish(path: &Path, make: impl FnOnce(&Path)) {
-    let tmp = path.with_extension(format!("{}.part", std::process::id()));
-    make(&tmp);
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// An H.264 mp4 of the horses photo, 640 px wide, with light noise so every
 /// frame differs (identical frames would be answered from the cache).
 pub fn horses_mp4(name: &str, seconds: u32, fps: u32, extra: &[&str]) -> PathBuf {
-    let out = dir().join(name);
-    if !out.exists() {
-        publish(&out, |tmp| {
-            let status = Command::new("ffmpeg")
-                .args(["-v", "error", "-y", "-loop", "1", "-i"])
-                .arg(dir().join("horses.jpg"))
-                .args(["-t", &seconds.to_string(), "-r", &fps.to_string()])
-                .args(["-vf", "scale=640:-2,noise=alls=6:allf=t,format=yuv420p", "-c:v", "libx264", "-preset", "ultrafast"])
-                .args(extra)
-                .args(["-f", "mp4"])
-                .arg(tmp)
-                .status()
-                .expect("ffmpeg (apt-get install ffmpeg)");
-            assert!(status.success(), "ffmpeg made no {name}");
-        });
-    }
-    out
+    fixture(&dir().join(name), |tmp| {
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-loop", "1", "-i"])
+            .arg(dir().join("horses.jpg"))
+            .args(["-t", &seconds.to_string(), "-r", &fps.to_string()])
+            .args(["-vf", "scale=640:-2,noise=alls=6:allf=t,format=yuv420p", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args(extra)
+            .args(["-f", "mp4"])
+            .arg(tmp)
+            .status()
+            .expect("ffmpeg (apt-get install ffmpeg)");
+        assert!(status.success(), "ffmpeg made no {name}");
+    })
 }
 
 fn submit(query: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
@@ -192,17 +178,14 @@ fn refusals_are_precise() {
     assert!(!message.contains("osprey-videos"), "the server's paths stay private: {message}");
     expect_error(submit("", "video/mp4", Vec::new()), 400, "empty_body");
     // 130 s (tiny frames, one a second) is over the default max_seconds of 120.
-    let long = dir().join("long.mp4");
-    if !long.exists() {
-        publish(&long, |tmp| {
-            let made = Command::new("ffmpeg")
-                .args(["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=64x64:r=1", "-t", "130", "-c:v", "libx264", "-preset", "ultrafast", "-f", "mp4"])
-                .arg(tmp)
-                .status()
-                .unwrap();
-            assert!(made.success());
-        });
-    }
+    let long = fixture(&dir().join("long.mp4"), |tmp| {
+        let made = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=64x64:r=1", "-t", "130", "-c:v", "libx264", "-preset", "ultrafast", "-f", "mp4"])
+            .arg(tmp)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    });
     let message = expect_error(submit("", "video/mp4", std::fs::read(&long).unwrap()), 413, "video_too_long");
     assert!(message.contains("130.0 s") && message.contains("120 s"), "{message}");
     // A declared length over max_bytes (200 MB) is refused before any byte is read.
@@ -318,7 +301,7 @@ fn a_job_nobody_follows_is_cancelled() {
     let config = config.replace("\"../", &format!("\"{}/", repo.display())) + "\n[video]\nidle_cancel_s = 1\n";
     let dir = repo.join("target/test-configs");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("video-idle-{}.toml", std::process::id()));
+    let path = dir.join(format!("{}.toml", osprey_tests::unique_name("video-idle")));
     std::fs::write(&path, config).unwrap();
     let server = osprey_tests::start(&path);
     let video = std::fs::read(horses_mp4("slow.mp4", 6, 10, &[])).unwrap();

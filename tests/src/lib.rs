@@ -1,12 +1,19 @@
 //! Test harness: starts a real Osprey on 127.0.0.1:0 in this process, on the
-//! default config and the real models that `make setup` fetched, and finds the
-//! test images.
+//! default config and the real models that `make setup` fetched, finds the
+//! test images, and makes shared fixture files race-free (`fixture`,
+//! `unique_name`: tests are threads of one process, and test processes run
+//! side by side).
 
 pub mod site;
 
+#[cfg(test)]
+mod one_build;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use osprey::plugin::{Engine, SandboxLimits};
 use osprey::{config, server, snapshot::Snapshot, state};
@@ -115,4 +122,97 @@ pub fn serve(config: config::Config, listener: std::net::TcpListener, redirect: 
     });
     let shared = ready_rx.recv().expect("server thread")?;
     Ok(Running { shared, stop: Some(stop), thread: Some(thread) })
+}
+
+/// `PREFIX-PID-N`: a name no other caller gets, in this process (N counts up)
+/// or in another (PID). The process id alone is not enough: tests are threads.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Makes the file at `path` unless it exists: `make` writes a temporary file
+/// of this caller's own, which is then renamed into place. Threads asking for
+/// the same path wait for one of them to make it; processes side by side may
+/// each make it, and the last rename wins, whole. Nobody sees half a file.
+pub fn fixture(path: &Path, make: impl FnOnce(&Path)) -> PathBuf {
+    static MAKING: Mutex<BTreeMap<PathBuf, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
+    let lock = MAKING.lock().unwrap_or_else(PoisonError::into_inner).entry(path.to_path_buf()).or_default().clone();
+    // A poisoned lock is a `make` that panicked: its test failed; try again.
+    let _making = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    if !path.exists() {
+        let name = path.file_name().expect("a file name").to_string_lossy();
+        let tmp = Removed(path.with_file_name(format!(".{}.part", unique_name(&name))));
+        make(&tmp.0);
+        std::fs::rename(&tmp.0, path).unwrap_or_else(|e| panic!("{} -> {}: {e}", tmp.0.display(), path.display()));
+    }
+    path.to_path_buf()
+}
+
+/// A path removed when dropped (if it is still there): no `.part` is left
+/// behind by a `make` that panicked.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Issue 16: `video::a_job_nobody_follows_is_cancelled` panicked at
+    /// `rename` with NotFound. Two tests made the same video at once through
+    /// one temporary file named by the process id: one renamed it away, and
+    /// the other's rename found nothing. Sixteen threads ask at once here.
+    #[test]
+    fn fixture_made_by_tests_at_once_rename_not_found() {
+        let dir = std::env::temp_dir().join(unique_name("osprey-fixture-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("video.mp4");
+        let (made, start) = (AtomicUsize::new(0), Barrier::new(16));
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    start.wait();
+                    let got = fixture(&path, |tmp| {
+                        made.fetch_add(1, Ordering::SeqCst);
+                        std::fs::write(tmp, b"half").unwrap();
+                        std::thread::sleep(Duration::from_millis(50)); // ffmpeg at work
+                        std::fs::write(tmp, b"the whole video").unwrap();
+                    });
+                    assert_eq!(std::fs::read(got).unwrap(), b"the whole video");
+                });
+            }
+        });
+        assert_eq!(made.load(Ordering::SeqCst), 1, "made once per process");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["video.mp4"], "no temporary file left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_make_that_panics_leaves_nothing_and_the_next_caller_makes_it() {
+        let dir = std::env::temp_dir().join(unique_name("osprey-fixture-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("photo.jpg");
+        let failed = std::thread::scope(|s| {
+            s.spawn(|| fixture(&path, |tmp| {
+                std::fs::write(tmp, b"half").unwrap();
+                panic!("ffmpeg failed");
+            }))
+            .join()
+        });
+        assert!(failed.is_err());
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "nothing left behind");
+        fixture(&path, |tmp| std::fs::write(tmp, b"photo").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"photo");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

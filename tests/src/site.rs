@@ -14,8 +14,7 @@ pub struct Site {
 
 impl Site {
     pub fn new(name: &str) -> Site {
-        let dir = std::env::temp_dir().join(format!("osprey-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = std::env::temp_dir().join(crate::unique_name(&format!("osprey-{name}")));
         std::fs::create_dir_all(dir.join("plugins")).unwrap();
         let built = crate::repo().join("target/wasm32-wasip2/plugin");
         for p in ["image_prep", "ssd"] {

@@ -39,10 +39,24 @@ impl Pebble {
     /// Validations go to `tls_port` (TLS-ALPN-01) and `http_port` (HTTP-01) on
     /// the address the name resolves to; names not added resolve to 127.0.0.2,
     /// where nothing listens.
+    ///
+    /// Its own four ports are probed free, then bound by pebble: another
+    /// test's listener may take one in between, and pebble exits. Then it is
+    /// started again on new ports.
     pub fn start(tls_port: u16, http_port: u16) -> Pebble {
         for tool in ["pebble", "pebble-challtestsrv"] {
             assert!(Command::new("which").arg(tool).output().is_ok_and(|o| o.status.success()), "{tool} not installed: run `make test-services`");
         }
+        for _ in 0..3 {
+            if let Some(pebble) = Pebble::try_start(tls_port, http_port) {
+                return pebble;
+            }
+        }
+        panic!("pebble or pebble-challtestsrv exited at start three times in a row");
+    }
+
+    /// `None` when pebble or its DNS exits before its ports are open.
+    fn try_start(tls_port: u16, http_port: u16) -> Option<Pebble> {
         let dir = TempDir::new("pebble");
         let (api_cert, api_key) = (dir.path().join("api-cert.pem"), dir.path().join("api-key.pem"));
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
@@ -82,7 +96,9 @@ impl Pebble {
             _dir: dir,
         };
         for port in [acme, management, dns_management] {
-            wait_for_port(port);
+            if !pebble.wait_for_port(port) {
+                return None;
+            }
         }
         let api = reqwest::blocking::Client::builder()
             .tls_built_in_root_certs(false)
@@ -90,7 +106,20 @@ impl Pebble {
             .build()
             .unwrap();
         pebble.root_pem = api.get(format!("https://127.0.0.1:{management}/roots/0")).send().unwrap().error_for_status().unwrap().text().unwrap();
-        pebble
+        Some(pebble)
+    }
+
+    /// Waits for `port` to open; false if one of the processes exited first.
+    fn wait_for_port(&mut self, port: u16) -> bool {
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if self.children.iter_mut().any(|c| c.try_wait().unwrap().is_some()) {
+                return false;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "port {port} did not open");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.children.iter_mut().all(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Makes `host` resolve to `ip` for the CA's validations.
@@ -109,13 +138,5 @@ impl Pebble {
 
     pub fn log_path(&self) -> &Path {
         &self.log
-    }
-}
-
-fn wait_for_port(port: u16) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "port {port} did not open");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
