@@ -191,7 +191,7 @@ fn load_model(def: &ModelDef, id: Identity, labels: Vec<String>) -> Result<Model
         version,
         provider = %model.provider(),
         sessions = def.load.instances,
-        threads = def.load.threads,
+        threads = %def.load.threads,
         "model loaded from {}",
         file.display()
     );
