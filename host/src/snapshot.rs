@@ -78,6 +78,7 @@ impl Snapshot {
         link_branches(&config, &mut routes);
         let mut plugins: Vec<_> = plugins.into_values().collect();
         plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        crate::nn::runtime::trim_allocator();
         Ok(Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             built_at: SystemTime::now(),

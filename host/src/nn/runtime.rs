@@ -98,3 +98,14 @@ fn register_shared_arena(env: &ort::environment::Environment) -> Result<(), ort:
     }
 }
 
+/// Hands the allocator's free memory back to the system. glibc keeps what a
+/// model load freed (the parsed file, graph copies made while optimising) and
+/// what an unloaded model's sessions held, in heaps it trims only from the
+/// top; `malloc_trim` releases the free pages inside them too.
+pub fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: takes no pointers; glibc locks its arenas while it trims.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

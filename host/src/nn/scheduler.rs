@@ -112,6 +112,10 @@ impl Scheduler {
         while let Some(batch) = self.next_batch() {
             self.run(&mut runner, batch);
         }
+        // The model was unloaded (a reload replaced it): its session goes now,
+        // so this is when its memory can go back to the system.
+        drop(runner);
+        super::runtime::trim_allocator();
     }
 
     /// The oldest job and, with batching on, the jobs of its shape that arrive
