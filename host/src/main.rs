@@ -27,6 +27,7 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
     let addr = listen.unwrap_or(config.server.listen);
     let tls_settings = config.tls.clone();
     // Compiling plugins and loading models blocks: done before the runtime serves anything.
+    osprey::nn::runtime::configure(config.server.pool);
     let engine = Engine::new(SandboxLimits::from(&config.server))?;
     let snapshot = Snapshot::build(config, &engine, None)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;

@@ -92,6 +92,7 @@ impl Snapshot {
         link_branches(&config, &mut routes);
         let mut plugins: Vec<_> = plugins.into_values().collect();
         plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        crate::nn::runtime::trim_allocator();
         Ok(Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             built_at: SystemTime::now(),
@@ -205,7 +206,7 @@ fn load_model(def: &ModelDef, id: Identity, labels: Vec<String>) -> Result<Model
         version,
         provider = %model.provider(),
         sessions = def.load.instances,
-        threads = def.load.threads,
+        threads = %def.load.threads,
         "model loaded from {}",
         file.display()
     );

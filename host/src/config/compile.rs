@@ -10,8 +10,13 @@ use toml::Spanned;
 use super::diag::Diagnostics;
 use super::raw::{RawStage, RawConfig, RawModel, RawRoute};
 use super::{AdminSettings, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef, VideoSettings};
-use crate::nn::{Batching, ElemType, LoadSpec, Target};
+use crate::nn::{Batching, ElemType, LoadSpec, Target, Threads};
 
+/// Sessions per model when the config does not say. Measured with the three
+/// default models on 2 cores (a busy machine): a second session each cost 83
+/// MiB of RSS (its copy of the weights and activations) and bought no
+/// throughput that stood out of the noise, the shared pool being busy already.
+const DEFAULT_INSTANCES: usize = 1;
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 /// Paths the host answers itself; routes may not take them.
 const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
@@ -126,6 +131,12 @@ fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
     if let Some(n) = s.max_plugin_instances.as_ref().and_then(|v| ranged(v, "max_plugin_instances", 10_000, d)) {
         out.max_plugin_instances = n;
     }
+    if let Some(n) = s.inference_threads.as_ref().and_then(|v| ranged(v, "inference_threads", 1024, d)) {
+        out.pool.threads = n as usize;
+    }
+    if let Some(n) = s.max_model_runs.as_ref().and_then(|v| ranged(v, "max_model_runs", 1024, d)) {
+        out.pool.max_runs = n as usize;
+    }
     out
 }
 
@@ -142,13 +153,14 @@ fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<
             Target::Auto
         }
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let count = |v: &Option<Spanned<u32>>, what: &str, d: &mut Diagnostics<'_>| match v {
-        None => Some(cores),
-        Some(v) => ranged(v, what, 256, d).map(|n| n as usize),
+    let instances = match &m.instances {
+        None => Some(DEFAULT_INSTANCES),
+        Some(v) => ranged(v, "instances", 256, d).map(|n| n as usize),
     };
-    let instances = count(&m.instances, "instances", d);
-    let threads = count(&m.threads, "threads", d);
+    let threads = match &m.threads {
+        None => Some(Threads::Shared),
+        Some(v) => ranged(v, "threads", 256, d).map(|n| Threads::Own(n as usize)),
+    };
     let batching = batching(m, d);
     let input = m.input.as_ref().and_then(|i| input(i, d));
     Some(ModelDef {
@@ -384,3 +396,32 @@ fn positive_ms(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<
     positive(v, what, d).map(|ms| Duration::from_millis(ms as u64))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::nn::{PoolSettings, Threads};
+
+    #[test]
+    fn models_share_the_pool_unless_they_set_threads_and_old_keys_still_parse() {
+        let text = r#"
+[server]
+inference_threads = 3
+max_model_runs = 5
+
+[models.plain]
+file = "Cargo.toml"
+
+[models.own]
+file = "Cargo.toml"
+instances = 2
+threads = 4
+"#;
+        let config = super::super::parse(text, &Path::new(env!("CARGO_MANIFEST_DIR")).join("osprey.toml")).unwrap();
+        assert_eq!(config.server.pool, PoolSettings { threads: 3, max_runs: 5 });
+        let load = |name: &str| config.models.iter().find(|m| m.name == name).unwrap().load.clone();
+        assert_eq!((load("plain").instances, load("plain").threads), (super::DEFAULT_INSTANCES, Threads::Shared));
+        assert_eq!((load("own").instances, load("own").threads), (2, Threads::Own(4)));
+    }
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use diag::{ConfigError, Diagnostic};
 pub use tls::{AcmeSettings, CertFiles, Challenge, Directory, TlsMode, TlsSettings};
 
-use crate::nn::{ElemType, LoadSpec};
+use crate::nn::{ElemType, LoadSpec, PoolSettings};
 
 /// A validated configuration. Paths are resolved against the config file's folder.
 #[derive(Debug, Clone)]
@@ -82,6 +82,8 @@ pub struct ServerSettings {
     /// rather than left to time out.
     pub max_waiting: usize,
     pub shutdown_grace: Duration,
+    /// ONNX Runtime's shared thread pool and the limit on model runs at once.
+    pub pool: PoolSettings,
 }
 
 impl Default for ServerSettings {
@@ -98,6 +100,7 @@ impl Default for ServerSettings {
             max_inflight: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()).max(2),
             max_waiting: 64,
             shutdown_grace: Duration::from_secs(30),
+            pool: PoolSettings::default(),
         }
     }
 }

@@ -96,6 +96,10 @@ pub struct RawServer {
     pub max_waiting: Option<Spanned<u32>>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_ms: Option<Spanned<u64>>,
+    /// Threads of ONNX Runtime's shared intra-op pool (default: the cores).
+    pub inference_threads: Option<Spanned<u32>>,
+    /// Model runs under way at once, all models together (default: the cores).
+    pub max_model_runs: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,7 +112,9 @@ pub struct RawModel {
     pub labels: Option<Spanned<String>>,
     pub input: Option<Spanned<RawInput>>,
     pub target: Option<Spanned<String>>,
+    /// Sessions: runs of this model at once, each with its own copy of the weights.
     pub instances: Option<Spanned<u32>>,
+    /// Threads of a pool of the model's own per session; unset, the shared pool.
     pub threads: Option<Spanned<u32>>,
     /// Dynamic batching: most requests per run (1 = off).
     pub max_batch: Option<Spanned<u32>>,

@@ -1,6 +1,8 @@
 //! Models: wasi-nn's `graph`s, backed by ONNX Runtime.
 //!
-//! - `runtime`: finds and loads the ONNX Runtime library, once per process.
+//! - `runtime`: finds and loads the ONNX Runtime library, once per process,
+//!   with the shared intra-op thread pool and CPU arena.
+//! - `pool`: the pool's size and the gate on model runs at once, all models together.
 //! - `model`: one model file as a pool of sessions, with its execution provider.
 //! - `scheduler`: the model's bounded queue and dynamic batching, one worker per session.
 //! - `tensor`: the host-side tensor behind wasi-nn `tensor` handles.
@@ -9,6 +11,7 @@
 //! interface plugins call lives a floor up, in `crate::plugin::wasi_nn`.
 
 pub mod model;
+pub mod pool;
 pub mod scheduler;
 pub mod runtime;
 pub mod tensor;
@@ -17,7 +20,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use model::{Identity, LoadSpec, Model, Provider, Target};
+pub use model::{Identity, LoadSpec, Model, Provider, Target, Threads};
+pub use pool::PoolSettings;
 pub use scheduler::Batching;
 pub use tensor::{ElemType, Tensor, TensorData};
 

@@ -1,15 +1,35 @@
 //! The ONNX Runtime library: found, loaded once per process, and explained
-//! when it is missing.
+//! when it is missing; its environment holds the one intra-op thread pool
+//! and the one CPU arena that every session shares.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use ort::environment::GlobalThreadPoolOptions;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::AsPointer;
+
+use super::pool::{self, PoolSettings};
 use super::NnError;
 
 /// The library version setup fetches (see `models/fetch.py`).
 pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
+/// Threads of the shared pool: fixed by the first `configure` (or the
+/// default) when the environment is built.
+static POOL_THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Applies `[server]`'s pool settings. The thread count only takes effect
+/// before the first model loads (ONNX Runtime sizes its global pool once);
+/// the run limit applies at once, also on reload.
+pub fn configure(settings: PoolSettings) {
+    pool::gate().set_limit(settings.max_runs);
+    let threads = *POOL_THREADS.get_or_init(|| settings.threads);
+    if threads != settings.threads {
+        tracing::warn!("inference_threads = {} takes effect on restart; the pool keeps {threads} threads", settings.threads);
+    }
+}
 
 /// Where the library is looked for: `ORT_DYLIB_PATH`, then the setup cache.
 pub fn library_path() -> PathBuf {
@@ -49,8 +69,43 @@ fn load(path: &Path) -> Result<ort::environment::Environment, NnError> {
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;
-    builder
-        .with_name("osprey")
-        .build()
-        .map_err(|e| NnError::Runtime(format!("cannot start ONNX Runtime from {}: {e}", path.display())))
+    let threads = *POOL_THREADS.get_or_init(|| PoolSettings::default().threads);
+    let failed = |e: ort::Error| NnError::Runtime(format!("cannot start ONNX Runtime from {}: {e}", path.display()));
+    // Spinning off: a worker that waits for work burns a core another run needs.
+    // Inter-op 1: sessions run their nodes in order, so that pool would only idle.
+    let options = GlobalThreadPoolOptions::default()
+        .with_intra_threads(threads)
+        .and_then(|o| o.with_inter_threads(1))
+        .and_then(|o| o.with_spin_control(false))
+        .map_err(failed)?;
+    let env = builder.with_name("osprey").with_global_thread_pool(options).build().map_err(failed)?;
+    register_shared_arena(&env).map_err(failed)?;
+    Ok(env)
+}
+
+/// One CPU arena in the environment, used by every session that opts in
+/// (`with_env_allocators`), instead of one arena per session: each arena
+/// keeps the most its session ever held, so one per session adds up the peaks
+/// of all of them where one shared arena holds the peak of the runs that are
+/// under way at once. (Measured with the three default models, RSS after 40
+/// requests per route 8 at a time: 330 MiB shared, 383 MiB per session.)
+fn register_shared_arena(env: &ort::environment::Environment) -> Result<(), ort::Error> {
+    let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)?;
+    // SAFETY: both pointers are live for the call; a null arena config asks for the defaults.
+    unsafe {
+        let status = (ort::api().CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), std::ptr::null());
+        ort::Error::result_from_status(status)
+    }
+}
+
+/// Hands the allocator's free memory back to the system. glibc keeps what a
+/// model load freed (the parsed file, graph copies made while optimising) and
+/// what an unloaded model's sessions held, in heaps it trims only from the
+/// top; `malloc_trim` releases the free pages inside them too.
+pub fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: takes no pointers; glibc locks its arenas while it trims.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -4,7 +4,8 @@
 //! Each session is owned by one worker thread. A worker takes the oldest
 //! request, then, when batching is on, waits up to `max_delay` for more
 //! requests of the same shape and runs them as one batch, splitting the
-//! outputs back. Callers wait on a reply channel from blocking threads, never
+//! outputs back, once the process-wide gate (`pool`) has a place for one more
+//! run. Callers wait on a reply channel from blocking threads, never
 //! from async workers. A full queue is refused at once (the host answers 429);
 //! a request whose deadline passed while queued is dropped unrun (504).
 
@@ -111,6 +112,10 @@ impl Scheduler {
         while let Some(batch) = self.next_batch() {
             self.run(&mut runner, batch);
         }
+        // The model was unloaded (a reload replaced it): its session goes now,
+        // so this is when its memory can go back to the system.
+        drop(runner);
+        super::runtime::trim_allocator();
     }
 
     /// The oldest job and, with batching on, the jobs of its shape that arrive
@@ -145,6 +150,9 @@ impl Scheduler {
     }
 
     fn run<R: Runner>(&self, runner: &mut R, batch: Vec<Job>) {
+        // Wait for a place among all models' runs before looking at the
+        // deadlines, so a request that ran out of time meanwhile is not run.
+        let _permit = super::pool::gate().enter();
         let now = Instant::now();
         let (live, late): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline.is_none_or(|d| d > now));
         for job in late {
