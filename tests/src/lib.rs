@@ -2,6 +2,7 @@
 //! default config and the real models that `make setup` fetched, and finds the
 //! test images.
 
+pub mod process;
 pub mod site;
 
 use std::net::SocketAddr;
