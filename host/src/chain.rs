@@ -108,7 +108,9 @@ impl Chain {
         self.render.is_some()
     }
 
-    /// Runs the stages (and the render stage, when asked) on the upload. Blocking.
+    /// Runs the stages (and the render stage, when asked) on the upload,
+    /// stopping at `deadline` (the route's, or less when the request brought
+    /// a shorter one). Blocking.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -117,7 +119,7 @@ impl Chain {
         start: Start,
         overrides: &Overrides,
         render: Option<Render>,
-        started: Instant,
+        deadline: Instant,
         request_id: u64,
     ) -> Result<Outcome, PluginError> {
         let mut calls: Vec<StageCall<'_>> = self
@@ -131,7 +133,7 @@ impl Chain {
             settings.insert("format".into(), format.name().into());
             calls.push(StageCall { plugin: &stage.plugin, settings: Cow::Owned(Value::Object(settings).to_string()) });
         }
-        Sandbox { engine, registry, request_id }.run(&calls, start, started + self.deadline)
+        Sandbox { engine, registry, request_id }.run(&calls, start, deadline)
     }
 }
 

@@ -20,6 +20,7 @@
 //! 4. Services that outlive a snapshot:
 //!    - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
 //!    - `tls`: certificates from ACME or files, the handshake, the plain redirect listener.
+//!    - `upstream`: pools of osprey nodes a gateway forwards routes to; health, retry, deadline.
 //! 5. The corridor, each importing only those after it:
 //!    - `snapshot`: the immutable set of compiled plugins, loaded models and routes.
 //!    - `chain`: builds a route's chain of stages and runs it on a blocking thread.
@@ -50,4 +51,5 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
+pub mod upstream;
 pub mod video;

@@ -59,6 +59,20 @@ pub struct CacheLabels {
     pub result: CacheResult,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub upstream: String,
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeStatusLabels {
+    pub upstream: String,
+    pub node: String,
+    /// The node's status code, or `error` (no answer) or `timeout`.
+    pub status: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds() -> Histogram {
@@ -87,6 +101,10 @@ pub struct Metrics {
     pub models: Family<ModelVersionLabels, Gauge>,
     /// Unix time the served certificate expires; 0 without one.
     pub tls_cert_expiry: Gauge,
+    pub upstream_requests: Family<NodeStatusLabels, Counter>,
+    pub upstream_duration: Histograms<NodeLabels>,
+    pub upstream_inflight: Family<NodeLabels, Gauge>,
+    pub upstream_healthy: Family<NodeLabels, Gauge>,
 }
 
 /// The process's metrics.
@@ -113,6 +131,10 @@ impl Metrics {
             queue_depth: Family::default(),
             models: Family::default(),
             tls_cert_expiry: Gauge::default(),
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(seconds),
+            upstream_inflight: Family::default(),
+            upstream_healthy: Family::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -129,6 +151,10 @@ impl Metrics {
         r.register("queue_depth", "Requests waiting per model", m.queue_depth.clone());
         r.register("model_loaded", "1 for each model version loaded, by provider", m.models.clone());
         r.register("tls_cert_expiry_seconds", "Unix time the served TLS certificate expires (0: none yet, or TLS off)", m.tls_cert_expiry.clone());
+        r.register("upstream_requests", "Requests forwarded to a node of an upstream pool, by node and status", m.upstream_requests.clone());
+        r.register("upstream_duration_seconds", "Time a node took to answer a forwarded request", m.upstream_duration.clone());
+        r.register("upstream_in_flight", "Requests in flight to a node", m.upstream_inflight.clone());
+        r.register("upstream_healthy", "1 while a node is in its pool (its /readyz answers), else 0", m.upstream_healthy.clone());
         Metrics { registry: r, ..m }
     }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::HeaderMap;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{HeaderMap, StatusCode};
 
 use crate::chain::{Overrides, Render};
 use crate::http::respond::{self, Answer};
@@ -20,6 +21,7 @@ use crate::plugin::sandbox::{Branch, Size, Start};
 use crate::plugin::{Blob, Outcome, PluginError};
 use crate::snapshot::{Route, Snapshot};
 use crate::state::Shared;
+use crate::upstream::Outgoing;
 
 /// Whether the answer came from the cache, for `x-osprey-cache`.
 #[derive(Clone, Copy)]
@@ -46,9 +48,14 @@ pub async fn run_upload(
         let message = format!("route {} takes one image per branch; it cannot run on single images", route.path);
         return Err(ServeError::BadRequest { code: "bad_route", message });
     }
-    let ask = Ask { input: Input::One(upload), overrides, render: None };
+    let ask = Ask { input: Input::One(upload), overrides, render: None, budget: None, pass: Passthrough::default() };
     match answer(shared, snapshot.clone(), index, ask, Instant::now(), id).await.0? {
         Answer::Json(body) => Ok(body),
+        Answer::Forwarded(f) if f.status == StatusCode::OK => Ok(f.body),
+        Answer::Forwarded(f) if matches!(f.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => {
+            Err(ServeError::Overloaded(format!("node {} answered {}", f.node, f.status)))
+        }
+        Answer::Forwarded(f) => Err(ServeError::Internal(format!("node {} answered {}: {}", f.node, f.status, String::from_utf8_lossy(&f.body)))),
         Answer::Media { .. } => Err(ServeError::Internal(format!("route {} answered with an image, not JSON", snapshot.routes[index].path))),
     }
 }
@@ -59,6 +66,34 @@ pub struct Ask {
     pub input: Input,
     pub overrides: Overrides,
     pub render: Option<Render>,
+    /// Less time than the route's deadline, when the request brings it (a
+    /// gateway's `x-osprey-deadline-ms`): the node never works past it.
+    pub budget: Option<Duration>,
+    /// For a route with an upstream: what goes to the node as the client sent it.
+    pub pass: Passthrough,
+}
+
+/// The client's query and `Accept`, forwarded to a node unread: the node's
+/// own route checks them.
+#[derive(Default)]
+pub struct Passthrough {
+    pub query: Option<String>,
+    pub accept: Option<HeaderValue>,
+}
+
+impl Passthrough {
+    /// Whether the client may get an image back, which is never cached.
+    fn wants_image(&self) -> bool {
+        let accept = self.accept.as_ref().and_then(|a| a.to_str().ok()).unwrap_or("");
+        accept.contains("image/") || self.query.as_deref().is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "render"))
+    }
+
+    /// The query in a stable order, for cache keys.
+    fn canonical(&self) -> String {
+        let mut pairs: Vec<String> = url::form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes()).map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.sort();
+        pairs.join("&")
+    }
 }
 
 pub enum Input {
@@ -67,22 +102,12 @@ pub enum Input {
     Parts(Vec<Blob>),
 }
 
-/// The layers after the request is read: the cache, a turn to run, the chain.
+/// The layers after the request is read: the cache, then a turn to run and
+/// the chain, or the route's upstream pool.
 pub async fn answer(shared: &Shared, snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Instant, id: u64) -> (Result<Answer, ServeError>, CacheUse) {
     let route = &snapshot.routes[index];
-    // The cache is keyed on the raw bytes, hashed before any decoding. Images
-    // rendered on request are not cached: they are large and made from a
-    // cached JSON answer's inputs anyway.
-    let key = match (route.cache_ttl, ask.render) {
-        (Some(_), None) => {
-            let bodies: Vec<Bytes> = match &ask.input {
-                Input::One(b) => vec![b.bytes.clone()],
-                Input::Parts(parts) => parts.iter().map(|b| b.bytes.clone()).collect(),
-            };
-            Some(crate::cache::key(&route.version_key, &ask.overrides.canonical(), &bodies).await)
-        }
-        _ => None,
-    };
+    let deadline = ask.budget.map_or(route.chain.deadline, |b| b.min(route.chain.deadline));
+    let key = cache_key(route, &ask).await;
     if let Some(k) = &key {
         let hit = shared.cache.get(k).await;
         let result = if hit.is_some() { CacheResult::hit } else { CacheResult::miss };
@@ -91,18 +116,65 @@ pub async fn answer(shared: &Shared, snapshot: Arc<Snapshot>, index: usize, ask:
             return (Ok(Answer::Json(body)), CacheUse::Hit);
         }
     }
-    // Wait for a turn to run: what is held per running chain (decoded image,
-    // tensors, a plugin's memory) stays bounded however many clients wait.
-    let left = route.chain.deadline.saturating_sub(started.elapsed());
-    let _turn = match take_turn(shared, snapshot.config.server.max_waiting, left).await {
-        Ok(permit) => permit,
-        Err(e) => return (Err(e), CacheUse::Miss),
+    let result = match &route.upstream {
+        // The nodes bound their own work; the gateway holds no turn while it waits.
+        Some(pool) => forward(shared, route, pool, ask, started + deadline).await,
+        None => {
+            // Wait for a turn to run: what is held per running chain (decoded
+            // image, tensors, a plugin's memory) stays bounded however many clients wait.
+            let left = deadline.saturating_sub(started.elapsed());
+            match take_turn(shared, snapshot.config.server.max_waiting, left).await {
+                Ok(_turn) => run_chain(snapshot.clone(), index, ask, started, deadline, id).await,
+                Err(e) => Err(e),
+            }
+        }
     };
-    let result = run_chain(snapshot.clone(), index, ask, started, id).await;
-    if let (Ok(Answer::Json(body)), Some(key), Some(ttl)) = (&result, key, route.cache_ttl) {
-        shared.cache.put(key, body.clone(), ttl).await;
+    if let (Some(body), Some(key), Some(ttl)) = (result.as_ref().ok().and_then(cacheable), key, route.cache_ttl) {
+        shared.cache.put(key, body, ttl).await;
     }
     (result, CacheUse::Miss)
+}
+
+/// The key of the answer in the cache, keyed on the raw bytes, hashed before
+/// any decoding; `None` when the route does not cache or the client may get
+/// an image back (large, and made from a cached JSON answer's inputs anyway).
+async fn cache_key(route: &Route, ask: &Ask) -> Option<String> {
+    route.cache_ttl?;
+    let params = match route.upstream {
+        Some(_) if ask.pass.wants_image() => return None,
+        Some(_) => ask.pass.canonical(),
+        None if ask.render.is_some() => return None,
+        None => ask.overrides.canonical(),
+    };
+    let bodies: Vec<Bytes> = match &ask.input {
+        Input::One(b) => vec![b.bytes.clone()],
+        Input::Parts(parts) => parts.iter().map(|b| b.bytes.clone()).collect(),
+    };
+    Some(crate::cache::key(&route.version_key, &params, &bodies).await)
+}
+
+/// What of an answer the cache keeps: JSON that succeeded.
+fn cacheable(a: &Answer) -> Option<Bytes> {
+    match a {
+        Answer::Json(body) => Some(body.clone()),
+        Answer::Forwarded(f) if f.status == StatusCode::OK && f.headers.get(CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json")) => Some(f.body.clone()),
+        _ => None,
+    }
+}
+
+/// The upload to a node of the route's pool, on the same path.
+async fn forward(shared: &Shared, route: &Route, pool: &str, ask: Ask, deadline: Instant) -> Result<Answer, ServeError> {
+    let pool = shared.upstreams.get(pool)?;
+    let Input::One(blob) = ask.input else {
+        return Err(ServeError::Internal(format!("route {} forwards one image; it has no branches", route.path)));
+    };
+    let path_and_query = match &ask.pass.query {
+        Some(q) => format!("{}?{q}", route.path),
+        None => route.path.clone(),
+    };
+    let method = route.method.parse().unwrap_or(hyper::Method::POST);
+    let out = Outgoing { method, path_and_query, content_type: blob.content_type, accept: ask.pass.accept, body: blob.bytes };
+    Ok(Answer::Forwarded(crate::upstream::forward(&pool, &out, deadline).await?))
 }
 
 /// A turn to run a chain: at once when one is free, after waiting behind
@@ -135,22 +207,22 @@ fn scopeguard<F: FnMut() -> usize>(f: F) -> impl Drop {
 
 /// Runs the chain (after the branches' chains, for a route with branches) on
 /// a blocking thread, within the route's deadline.
-async fn run_chain(snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Instant, id: u64) -> Result<Answer, ServeError> {
+async fn run_chain(snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Instant, deadline: Duration, id: u64) -> Result<Answer, ServeError> {
     let route: &Route = &snapshot.routes[index];
-    let (deadline, path) = (route.chain.deadline, route.path.clone());
+    let path = route.path.clone();
     let snap = snapshot.clone();
     // The blocking task owns its own Arc of the snapshot it started on.
     let task = tokio::task::spawn_blocking(move || {
         let route = &snap.routes[index];
-        let Ask { input, overrides, render } = ask;
+        let Ask { input, overrides, render, .. } = ask;
         let (start, branch_inference) = match input {
             Input::One(blob) => (Start { input: Some(blob), branches: Vec::new() }, Duration::ZERO),
             Input::Parts(parts) => {
-                let (branches, inference) = run_branches(&snap, route, parts, started, id)?;
+                let (branches, inference) = run_branches(&snap, route, parts, started, started + deadline, id)?;
                 (Start { input: None, branches }, inference)
             }
         };
-        let mut outcome = route.chain.run(&snap.engine, snap.registry.clone(), start, &overrides, render, started, id)?;
+        let mut outcome = route.chain.run(&snap.engine, snap.registry.clone(), start, &overrides, render, started + deadline, id)?;
         outcome.inference += branch_inference;
         Ok::<_, PluginError>(outcome)
     });
@@ -175,7 +247,7 @@ async fn run_chain(snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Ins
 
 /// Each branch's image through its own route's chain, side by side on
 /// threads of their own; what each found, in the route's order.
-fn run_branches(snap: &Snapshot, route: &Route, parts: Vec<Blob>, started: Instant, id: u64) -> Result<(Vec<Branch>, Duration), PluginError> {
+fn run_branches(snap: &Snapshot, route: &Route, parts: Vec<Blob>, started: Instant, until: Instant, id: u64) -> Result<(Vec<Branch>, Duration), PluginError> {
     let results: Vec<Result<Outcome, PluginError>> = std::thread::scope(|scope| {
         let running: Vec<_> = route
             .branches
@@ -184,7 +256,8 @@ fn run_branches(snap: &Snapshot, route: &Route, parts: Vec<Blob>, started: Insta
             .map(|((_, target), blob)| {
                 let chain = &snap.routes[*target].chain;
                 let start = Start { input: Some(blob), branches: Vec::new() };
-                scope.spawn(move || chain.run(&snap.engine, snap.registry.clone(), start, &Overrides::default(), None, started, id))
+                let until = (started + chain.deadline).min(until);
+                scope.spawn(move || chain.run(&snap.engine, snap.registry.clone(), start, &Overrides::default(), None, until, id))
             })
             .collect();
         running.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(PluginError::Sandbox("a branch's thread panicked".into())))).collect()

@@ -41,6 +41,8 @@ pub struct Route {
     pub version_key: String,
     /// Multipart field → index of the route whose chain runs on it.
     pub branches: Vec<(String, usize)>,
+    /// The pool whose nodes answer this route, instead of `chain` (then empty).
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +115,12 @@ fn route(r: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>, registry: &Regist
         .filter_map(|s| s.settings.get("model")?.as_str())
         .filter_map(|m| registry.get(m).map(|model| format!("{m}={}:{}", model.identity().version, model.identity().sha256)))
         .collect();
-    let version_key = format!("{} {} {} {}", r.method, r.path, chain.signature, models.join(","));
+    let version_key = match &r.upstream {
+        // The nodes' own routes decide the answer: a gateway's cached answer
+        // lives out its TTL even if a node's models change meanwhile.
+        Some(pool) => format!("{} {} upstream={pool}", r.method, r.path),
+        None => format!("{} {} {} {}", r.method, r.path, chain.signature, models.join(",")),
+    };
     Route {
         method: r.method.clone(),
         path: r.path.clone(),
@@ -123,6 +130,7 @@ fn route(r: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>, registry: &Regist
         rate_limit: r.rate_limit,
         version_key,
         branches: Vec::new(),
+        upstream: r.upstream.clone(),
     }
 }
 

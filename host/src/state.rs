@@ -13,10 +13,11 @@ use tokio::sync::Semaphore;
 use crate::cache::{connect_redis, Cache, CacheError};
 use crate::ratelimit::{Limiter, SystemClock};
 use crate::snapshot::Snapshot;
+use crate::upstream::Pools;
 
 /// What every entry point shares: the current snapshot (swapped whole on
 /// reload), where it was loaded from, the record of reloads, and the services
-/// that outlive snapshots (result cache, token buckets, turns to run).
+/// that outlive snapshots (result cache, token buckets, turns to run, upstream pools).
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// The config file reloads read; `None` for a snapshot built in code.
@@ -30,6 +31,8 @@ pub struct Shared {
     pub waiting: AtomicUsize,
     /// The certificate being served; unset while TLS is off.
     pub tls: OnceLock<Arc<crate::tls::Status>>,
+    /// The pools of nodes that upstream routes forward to.
+    pub upstreams: Pools,
     next_request: AtomicU64,
 }
 
@@ -49,6 +52,7 @@ impl Shared {
     /// With services made by the caller (tests bring a fake clock).
     pub fn with(snapshot: Snapshot, config_path: Option<PathBuf>, cache: Cache, limiter: Limiter) -> Arc<Self> {
         snapshot.announce();
+        let snapshot_upstreams = snapshot.config.upstreams.clone();
         let inflight = Arc::new(Semaphore::new(snapshot.config.server.max_inflight));
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -59,6 +63,7 @@ impl Shared {
             cache,
             limiter,
             tls: OnceLock::new(),
+            upstreams: Pools::new(&snapshot_upstreams),
             next_request: AtomicU64::new(1),
         })
     }

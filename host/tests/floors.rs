@@ -12,7 +12,7 @@ const FLOORS: &[(&[&str], bool)] = &[
     (&["cli", "client", "server"], true),
     (&["oip", "video", "reload"], false),
     (&["route", "state", "http"], true),
-    (&["cache", "tls"], false),
+    (&["cache", "tls", "upstream"], false),
     (&["snapshot", "chain", "plugin", "imaging"], true),
     (&["config", "ratelimit", "nn", "metrics"], true),
 ];

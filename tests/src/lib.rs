@@ -4,6 +4,7 @@
 //! `unique_name`: tests are threads of one process, and test processes run
 //! side by side).
 
+pub mod process;
 pub mod site;
 
 #[cfg(test)]

@@ -62,7 +62,8 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
     });
     let tls = super::tls::compile(&raw.tls, server.listen, base, d);
     let video = video(&raw.video, d);
-    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls, video })
+    let upstreams = super::upstream::compile(&raw, d);
+    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls, video, upstreams })
 }
 
 /// `[video]`: every bound above zero, the rates within reason.
@@ -252,12 +253,21 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, cache_ttl: Dura
         ok = false;
     }
     let route_name = format!("route {method} {path}");
-    if r.stages.get_ref().is_empty() {
-        d.error(r.stages.span(), format!("{route_name} has no stages"), Some("add at least one { plugin = \"...\" }".into()));
-        ok = false;
+    let upstream = r.upstream.as_ref().and_then(|u| upstream(r, u, raw, &route_name, d));
+    ok &= r.upstream.is_none() || upstream.is_some();
+    match (&r.stages, &r.upstream) {
+        (Some(st), None) if st.get_ref().is_empty() => {
+            d.error(st.span(), format!("{route_name} has no stages"), Some("add at least one { plugin = \"...\" }".into()));
+            ok = false;
+        }
+        (None, None) => {
+            d.error(r.path.span(), format!("{route_name} has neither stages nor an upstream"), Some("add stages = [{ plugin = \"...\" }], or upstream = \"POOL\"".into()));
+            ok = false;
+        }
+        _ => {}
     }
     let mut stages = Vec::new();
-    for (i, s) in r.stages.get_ref().iter().enumerate() {
+    for (i, s) in r.stages.iter().flat_map(|st| st.get_ref().iter()).enumerate() {
         let def = stage(s, &format!("{route_name}: stage {}", i + 1), raw, d);
         ok &= def.is_some();
         stages.extend(def);
@@ -285,7 +295,7 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, cache_ttl: Dura
     });
     let limit_ok = r.rate_limit.is_none() || rate_limit.is_some();
     let (render, branches) = (render.flatten(), branches.unwrap_or_default());
-    Some(RouteDef { method, path: path.clone(), deadline: deadline?, max_body_bytes: max_body?, stages, params: params?, cache_ttl, rate_limit, branches, render })
+    Some(RouteDef { method, path: path.clone(), deadline: deadline?, max_body_bytes: max_body?, stages, params: params?, cache_ttl, rate_limit, branches, render, upstream })
         .filter(|_| ok && limit_ok)
 }
 
@@ -311,6 +321,28 @@ fn stage(s: &RawStage, what: &str, raw: &RawConfig, d: &mut Diagnostics<'_>) -> 
     ok.then(|| StageDef { plugin: plugin.clone(), settings })
 }
 
+/// `upstream = "POOL"`: a pool of `[upstreams]`, instead of the keys that
+/// describe a local chain (the node's own route has those).
+fn upstream(r: &RawRoute, u: &Spanned<String>, raw: &RawConfig, route_name: &str, d: &mut Diagnostics<'_>) -> Option<String> {
+    let before = d.list.len();
+    if !raw.upstreams.keys().any(|k| k.get_ref() == u.get_ref()) {
+        let known = raw.upstreams.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+        d.error(u.span(), format!("{route_name}: upstream '{}' is not in [upstreams]", u.get_ref()), Some(format!("defined upstreams: {known}")));
+    }
+    let local = [
+        ("stages", r.stages.as_ref().map(|s| s.span())),
+        ("params", r.params.keys().next().map(|k| k.span())),
+        ("branches", r.branches.as_ref().map(|b| b.span())),
+        ("render", r.render.as_ref().map(|s| s.plugin.span())),
+    ];
+    for (key, span) in local {
+        if let Some(span) = span {
+            d.error(span, format!("{route_name}: {key} cannot go with upstream; the node's own route has them"), Some("keep either the local chain or `upstream`".into()));
+        }
+    }
+    (d.list.len() == before).then(|| u.get_ref().clone())
+}
+
 /// `branches`: each names a multipart field and a POST route without branches of its own.
 fn branches(r: &RawRoute, raw: &RawConfig, route_name: &str, d: &mut Diagnostics<'_>) -> Option<Vec<(String, String)>> {
     let Some(list) = &r.branches else { return Some(Vec::new()) };
@@ -328,6 +360,9 @@ fn branches(r: &RawRoute, raw: &RawConfig, route_name: &str, d: &mut Diagnostics
             None => {
                 let known = raw.routes.iter().filter(|o| o.branches.is_none()).map(|o| o.path.get_ref().as_str()).collect::<Vec<_>>().join(", ");
                 d.error(target.span(), format!("{route_name}: branch '{}' runs route {}, which is not a POST route of this file", field.get_ref(), target.get_ref()), Some(format!("routes: {known}")));
+            }
+            Some(o) if o.upstream.is_some() => {
+                d.error(target.span(), format!("{route_name}: branch '{}' runs route {}, which forwards to an upstream", field.get_ref(), target.get_ref()), Some("branch to a route of plain stages".into()));
             }
             Some(o) if o.branches.is_some() => {
                 d.error(target.span(), format!("{route_name}: branch '{}' runs route {}, which has branches itself", field.get_ref(), target.get_ref()), Some("branch to a route of plain stages".into()));
@@ -365,7 +400,7 @@ fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnosti
 }
 
 /// A whole number from 1 to `max`, or an error where it stands.
-fn ranged(v: &Spanned<u32>, what: &str, max: u32, d: &mut Diagnostics<'_>) -> Option<u32> {
+pub(super) fn ranged(v: &Spanned<u32>, what: &str, max: u32, d: &mut Diagnostics<'_>) -> Option<u32> {
     let n = *v.get_ref();
     if (1..=max).contains(&n) {
         Some(n)
@@ -375,7 +410,7 @@ fn ranged(v: &Spanned<u32>, what: &str, max: u32, d: &mut Diagnostics<'_>) -> Op
     }
 }
 
-fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_>) -> bool {
+pub(super) fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_>) -> bool {
     let s = n.get_ref();
     let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if !ok {
@@ -392,7 +427,7 @@ fn positive(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<usi
     Some(*v.get_ref() as usize)
 }
 
-fn positive_ms(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<Duration> {
+pub(super) fn positive_ms(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<Duration> {
     positive(v, what, d).map(|ms| Duration::from_millis(ms as u64))
 }
 

@@ -6,6 +6,7 @@ mod compile;
 pub mod diag;
 pub mod raw;
 pub mod tls;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,20 @@ pub struct Config {
     /// HTTPS on `server.listen` (and an optional plain redirect listener), or off.
     pub tls: TlsSettings,
     pub video: VideoSettings,
+    /// Pools of nodes that routes may forward to.
+    pub upstreams: Vec<UpstreamDef>,
+}
+
+/// `[upstreams.NAME]`: osprey nodes that serve the same routes; a gateway's
+/// route with `upstream = NAME` forwards each upload to one of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamDef {
+    pub name: String,
+    /// Base URLs (`http://host:port` or `https://host:port`), validated.
+    pub nodes: Vec<url::Url>,
+    pub max_inflight_per_node: usize,
+    pub health_interval: Duration,
+    pub connect_timeout: Duration,
 }
 
 /// Bounds of the video jobs: what one upload may be and how many run at once.
@@ -155,6 +170,9 @@ pub struct RouteDef {
     pub branches: Vec<(String, String)>,
     /// The stage that draws answers on the image, when the route offers it.
     pub render: Option<StageDef>,
+    /// Forward to this pool of `upstreams` instead of running stages (which
+    /// are then empty, as are params, branches and render).
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,23 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub video: RawVideo,
+    /// Pools of osprey nodes that routes with `upstream = "NAME"` forward to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
+}
+
+/// `[upstreams.NAME]`: a pool of osprey nodes serving the same routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Base URLs of the nodes: `http://10.0.0.2:8080` (h2c) or `https://...` (h2 over TLS).
+    pub nodes: Spanned<Vec<Spanned<String>>>,
+    /// Requests one node runs at once; more wait for a free node.
+    pub max_inflight_per_node: Option<Spanned<u32>>,
+    /// How often each node's `/readyz` is asked, in milliseconds.
+    pub health_interval_ms: Option<Spanned<u64>>,
+    /// How long a connection to a node (and a health check) may take, in milliseconds.
+    pub connect_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[video]`: bounds of the video jobs (`POST /v1/videos`).
@@ -149,7 +166,10 @@ pub struct RawRoute {
     pub method: Spanned<String>,
     pub deadline_ms: Option<Spanned<u64>>,
     pub max_body_bytes: Option<Spanned<u64>>,
-    pub stages: Spanned<Vec<RawStage>>,
+    /// The chain that answers here; or, instead, `upstream`.
+    pub stages: Option<Spanned<Vec<RawStage>>>,
+    /// A pool of `[upstreams]` whose nodes answer this route on the same path.
+    pub upstream: Option<Spanned<String>>,
     #[serde(default)]
     pub params: BTreeMap<Spanned<String>, Spanned<RawParam>>,
     /// Seconds a successful answer stays cached; 0 turns caching off here.

@@ -32,6 +32,8 @@ pub enum ServeError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Video(#[from] VideoError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
     #[error("internal error: {0}")]
     Internal(String),
 }

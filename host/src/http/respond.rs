@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::error::{ServeError, VideoError};
 use crate::plugin::{Outcome, PluginError, StageErrorKind};
+use crate::upstream::{Forwarded, UpstreamError, NODE_HEADER};
 
 /// Every response's body: bytes known in full (`full`) or chunks streamed
 /// from a channel (`channel`, for Server-Sent Events), boxed into one type.
@@ -103,15 +104,18 @@ pub fn outcome_json(o: &Outcome, total: Duration) -> Bytes {
     Bytes::from(answer.to_string())
 }
 
-/// A chain's answer: JSON (what the cache keeps) or an encoded image.
+/// A route's answer: a chain's JSON (what the cache keeps) or encoded
+/// image, or what a node of its upstream pool answered.
 pub enum Answer {
     Json(Bytes),
     Media { content_type: String, bytes: Bytes },
+    Forwarded(Forwarded),
 }
 
 /// A routed answer, fresh or cached: JSON, or the image a stage made.
 pub fn answer(a: Answer, chain: &str) -> Response<Body> {
     let (body, content_type) = match a {
+        Answer::Forwarded(f) => return forwarded(f),
         Answer::Json(body) => (body, HeaderValue::from_static("application/json")),
         Answer::Media { content_type, bytes } => {
             (bytes, HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")))
@@ -120,8 +124,20 @@ pub fn answer(a: Answer, chain: &str) -> Response<Body> {
     let mut resp = Response::new(full(body));
     resp.headers_mut().insert(CONTENT_TYPE, content_type);
     // Which plugin builds answered: lets a client see a reload take effect.
-    if let Ok(v) = HeaderValue::from_str(chain) {
+    // (A gateway's cached answer has no chain of its own.)
+    if let (false, Ok(v)) = (chain.is_empty(), HeaderValue::from_str(chain)) {
         resp.headers_mut().insert("x-osprey-chain", v);
+    }
+    resp
+}
+
+/// A node's answer as it gave it, naming the node.
+fn forwarded(f: Forwarded) -> Response<Body> {
+    let mut resp = Response::new(full(f.body));
+    *resp.status_mut() = f.status;
+    *resp.headers_mut() = f.headers;
+    if let Ok(v) = HeaderValue::from_str(&f.node) {
+        resp.headers_mut().insert(NODE_HEADER, v);
     }
     resp
 }
@@ -135,6 +151,8 @@ pub fn error(e: &ServeError) -> Response<Body> {
         ServeError::Plugin(PluginError::Overloaded(_)) | ServeError::Overloaded(_) => Some(1),
         // A video job takes seconds to minutes: retrying at once only costs an upload.
         ServeError::Video(VideoError::Busy { .. }) => Some(5),
+        // Health checks run every second or so: a node may be back by then.
+        ServeError::Upstream(UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_)) => Some(1),
         ServeError::RateLimited(wait) => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
         _ => None,
     };
@@ -179,6 +197,11 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
             VideoError::UnknownJob(_) => (StatusCode::NOT_FOUND, "not_found"),
             VideoError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             VideoError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "video_unavailable"),
+        },
+        ServeError::Upstream(u) => match u {
+            UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node"),
+            UpstreamError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            UpstreamError::NodeFailed { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway"),
         },
         ServeError::Plugin(p) => match p {
             PluginError::Stage { kind, .. } => match kind {

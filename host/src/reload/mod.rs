@@ -31,6 +31,7 @@ pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
         Ok(next) => {
             let generation = next.generation;
             next.announce();
+            shared.upstreams.sync(&next.config.upstreams);
             shared.snapshot.store(Arc::new(next));
             shared.reload.succeeded.fetch_add(1, Ordering::Relaxed);
             crate::metrics::global().reloads.get_or_create(&OutcomeLabel { outcome: ReloadOutcome::success }).inc();

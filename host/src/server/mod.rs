@@ -157,7 +157,7 @@ async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAdd
     let mut routed = None;
     let result = match router::find(&snapshot, &method, &path) {
         Ok(Target::Health) => Ok(respond::json_response(StatusCode::OK, &json!({"status": "alive"}))),
-        Ok(Target::Ready) => Ok(ready(&snapshot)),
+        Ok(Target::Ready) => Ok(ready(&snapshot, shared)),
         Ok(Target::Metrics) => Ok(respond::metrics(crate::metrics::global().encode())),
         Ok(Target::Admin(op)) => admin::handle(shared, op, req.headers()).await,
         Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
@@ -187,14 +187,18 @@ async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAdd
     resp
 }
 
-fn ready(snapshot: &Snapshot) -> Response<Body> {
+fn ready(snapshot: &Snapshot, shared: &Shared) -> Response<Body> {
     let models: Vec<_> = snapshot
         .registry
         .iter()
         .map(|m| json!({"name": m.name(), "version": m.identity().version, "provider": m.provider().to_string()}))
         .collect();
     let plugins: Vec<_> = snapshot.plugins.iter().map(|p| json!({"name": p.name, "sha256": p.sha256})).collect();
-    respond::json_response(StatusCode::OK, &json!({"status": "ready", "models": models, "plugins": plugins}))
+    let mut answer = json!({"status": "ready", "models": models, "plugins": plugins});
+    if !snapshot.config.upstreams.is_empty() {
+        answer["upstreams"] = shared.upstreams.status();
+    }
+    respond::json_response(StatusCode::OK, &answer)
 }
 
 /// Server-side failures get a log line with the cause; client mistakes only at debug.

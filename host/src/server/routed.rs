@@ -4,19 +4,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderValue, ACCEPT};
 use hyper::{Request, Response};
 
 use super::render;
 use crate::http::respond::{self, Body};
 use crate::http::{body, ServeError};
 use crate::metrics::RouteLabel;
-use crate::route::{self, Ask, CacheUse, Input};
+use crate::chain::Overrides;
+use crate::route::{self, Ask, CacheUse, Input, Passthrough};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
+use crate::upstream::DEADLINE_HEADER;
 
 pub async fn serve(
     shared: &Shared,
@@ -36,15 +38,22 @@ pub async fn serve(
             return (Err(ServeError::RateLimited(wait)), CacheUse::Miss);
         }
     }
-    // Parameters before the body: a bad one is a 400 without reading the upload.
-    let overrides = match route.chain.overrides(req.uri().query()) {
-        Ok(o) => o,
-        Err(message) => return (Err(ServeError::BadRequest { code: "bad_param", message }), CacheUse::Miss),
+    // Parameters before the body: a bad one is a 400 without reading the
+    // upload. A route with an upstream passes them on for the node to check.
+    let (overrides, render, pass) = match &route.upstream {
+        Some(_) => (Overrides::default(), None, Passthrough { query: req.uri().query().map(str::to_string), accept: req.headers().get(ACCEPT).cloned() }),
+        None => {
+            let overrides = match route.chain.overrides(req.uri().query()) {
+                Ok(o) => o,
+                Err(message) => return (Err(ServeError::BadRequest { code: "bad_param", message }), CacheUse::Miss),
+            };
+            match render::wanted(&req, route.chain.renders()) {
+                Ok(r) => (overrides, r, Passthrough::default()),
+                Err(e) => return (Err(e), CacheUse::Miss),
+            }
+        }
     };
-    let render = match render::wanted(&req, route.chain.renders()) {
-        Ok(r) => r,
-        Err(e) => return (Err(e), CacheUse::Miss),
-    };
+    let budget = budget(req.headers());
     let (parts, incoming) = req.into_parts();
     let input = if route.branches.is_empty() {
         body::read_upload(&parts.headers, incoming, route.max_body_bytes).await.map(Input::One)
@@ -56,9 +65,15 @@ pub async fn serve(
         Ok(i) => i,
         Err(e) => return (Err(e), CacheUse::Miss),
     };
-    let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render }, started, id).await;
+    let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render, budget, pass }, started, id).await;
     let signature = &snapshot.routes[index].chain.signature;
     (answer.map(|a| respond::answer(a, signature)), cache)
+}
+
+/// The time a gateway gave this request (`x-osprey-deadline-ms`), when it did.
+fn budget(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let ms: u64 = headers.get(DEADLINE_HEADER)?.to_str().ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
 }
 
 /// Adds `x-osprey-cache` to a routed answer.

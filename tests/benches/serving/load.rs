@@ -2,10 +2,8 @@
 //! latency statistics, a real `osprey serve` child process, and an HTTP/1.1
 //! load generator.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Warm-up then a fixed measuring window. A request counts when it *ends*
@@ -74,56 +72,27 @@ impl Stats {
 
 /// A real `osprey serve` on a free loopback port; killed when dropped.
 pub struct Server {
-    child: Child,
+    osprey: osprey_tests::process::Osprey,
     pub addr: SocketAddr,
 }
 
 impl Server {
     /// Starts the release binary and waits for its "listening on" line.
     pub fn start(binary: &Path, config: &Path) -> Server {
-        let mut child = Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("OSPREY_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (run `make setup` to build it)", binary.display()));
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let addr = loop {
-            let line = match lines.next() {
-                Some(Ok(line)) => line,
-                _ => panic!("osprey exited before listening: {:?}", child.wait()),
-            };
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on http://".len()..];
-                let end = rest.find(|c: char| c.is_whitespace() || c == '\x1b').unwrap_or(rest.len());
-                break rest[..end].parse().unwrap_or_else(|e| panic!("address in {line:?}: {e}"));
-            }
-        };
-        // Keep reading its log so a full pipe never blocks the server.
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, addr }
+        let osprey = osprey_tests::process::Osprey::start_binary(binary, config, SocketAddr::from(([127, 0, 0, 1], 0)));
+        Server { addr: osprey.addr, osprey }
     }
 
     /// Peak resident memory of the server so far (VmHWM), in MiB.
     #[allow(dead_code)] // used by serving.rs; peers.rs sums over a process tree
     pub fn peak_rss_mib(&self) -> f64 {
-        peak_rss_mib(self.child.id())
+        peak_rss_mib(self.osprey.pid())
     }
 
     /// The server's process id, for readings of its own in /proc.
     #[allow(dead_code)] // used by peers.rs, not by serving.rs
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.osprey.pid()
     }
 }
 

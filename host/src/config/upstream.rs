@@ -1,0 +1,83 @@
+//! `[upstreams.NAME]`: pools of osprey nodes a gateway forwards routes to.
+//! Every node URL is checked here, so a typo fails at load with its line and
+//! column rather than as a refused connection under traffic.
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::diag::Diagnostics;
+use super::raw::{RawConfig, RawUpstream};
+use super::UpstreamDef;
+
+const DEFAULT_INFLIGHT: usize = 16;
+const DEFAULT_HEALTH: Duration = Duration::from_secs(1);
+const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
+
+pub fn compile(raw: &RawConfig, d: &mut Diagnostics<'_>) -> Vec<UpstreamDef> {
+    raw.upstreams.iter().filter_map(|(name, u)| one(name, u, d)).collect()
+}
+
+fn one(name: &Spanned<String>, u: &RawUpstream, d: &mut Diagnostics<'_>) -> Option<UpstreamDef> {
+    let before = d.list.len();
+    let what = format!("[upstreams.{}]", name.get_ref());
+    if !super::compile::valid_name(name, "upstream", d) {
+        return None;
+    }
+    if u.nodes.get_ref().is_empty() {
+        d.error(u.nodes.span(), format!("{what} lists no nodes"), Some("nodes = [\"http://10.0.0.2:8080\"]".into()));
+    }
+    let mut nodes = Vec::new();
+    for n in u.nodes.get_ref() {
+        match node_url(n.get_ref()) {
+            Ok(url) if nodes.contains(&url) => d.error(n.span(), format!("{what}: node {url} is listed twice"), None),
+            Ok(url) => nodes.push(url),
+            Err(why) => d.error(n.span(), format!("{what}: node \"{}\" {why}", n.get_ref()), Some("a base URL like \"http://10.0.0.2:8080\" or \"https://node1.example.com\"".into())),
+        }
+    }
+    let inflight = u.max_inflight_per_node.as_ref().map_or(Some(DEFAULT_INFLIGHT as u32), |v| super::compile::ranged(v, &format!("{what} max_inflight_per_node"), 100_000, d));
+    let health = u.health_interval_ms.as_ref().map_or(Some(DEFAULT_HEALTH), |v| super::compile::positive_ms(v, &format!("{what} health_interval_ms"), d));
+    let connect = u.connect_timeout_ms.as_ref().map_or(Some(DEFAULT_CONNECT), |v| super::compile::positive_ms(v, &format!("{what} connect_timeout_ms"), d));
+    let def = UpstreamDef {
+        name: name.get_ref().clone(),
+        nodes,
+        max_inflight_per_node: inflight? as usize,
+        health_interval: health?,
+        connect_timeout: connect?,
+    };
+    (d.list.len() == before).then_some(def)
+}
+
+/// A node's base URL: http or https, a host, no path, query or credentials
+/// (a route forwards to the same path on the node).
+fn node_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("has scheme '{}'; nodes speak http (h2c) or https", url.scheme()));
+    }
+    if url.host().is_none() {
+        return Err("has no host".into());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err("has a path or query; give the node's base URL only".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("carries credentials; nodes are reached without them".into());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_url;
+
+    #[test]
+    fn node_urls_are_plain_base_urls() {
+        assert_eq!(node_url("http://10.0.0.2:8080").unwrap().port(), Some(8080));
+        assert!(node_url("https://node.example.com/").is_ok());
+        assert!(node_url("ftp://x:1").unwrap_err().contains("scheme"));
+        assert!(node_url("http://x:1/v1/detect").unwrap_err().contains("path"));
+        assert!(node_url("http://u:p@x:1").unwrap_err().contains("credentials"));
+        assert!(node_url("10.0.0.2:8080").is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! One node of a pool: an osprey reached at a base URL. One HTTP/2
+//! connection carries all its requests (h2c for `http://`, h2 over TLS for
+//! `https://`); it is made on first use and remade when it closes.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+/// How a request to a node failed before any answer came back: safe to try
+/// on another node.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no answer: {0}")]
+    NoAnswer(String),
+}
+
+pub struct Node {
+    pub url: url::Url,
+    /// The URL as answers and metrics name the node (no trailing slash).
+    pub label: String,
+    healthy: AtomicBool,
+    inflight: AtomicUsize,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+    connect_timeout: Duration,
+}
+
+impl Node {
+    pub fn new(url: url::Url, connect_timeout: Duration) -> Self {
+        let label = url.as_str().trim_end_matches('/').to_string();
+        // Healthy until shown otherwise: a gateway that starts before its
+        // first health check can already serve.
+        Node { url, label, healthy: AtomicBool::new(true), inflight: AtomicUsize::new(0), conn: tokio::sync::Mutex::new(None), connect_timeout }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Records health; returns whether it changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Takes a slot if fewer than `cap` are in flight.
+    pub(super) fn try_take(&self, cap: usize) -> bool {
+        self.inflight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
+    }
+
+    pub(super) fn give_back(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Sends one request on the node's connection (making it first if need be).
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, SendError> {
+        let mut sender = self.sender().await?;
+        sender.ready().await.map_err(|e| SendError::NoAnswer(e.to_string()))?;
+        sender.send_request(req).await.map_err(|e| SendError::NoAnswer(e.to_string()))
+    }
+
+    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(s) = conn.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let fresh = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| SendError::Connect(format!("no connection within {} ms", self.connect_timeout.as_millis())))??;
+        *conn = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
+        let fail = |e: &dyn std::fmt::Display| SendError::Connect(e.to_string());
+        let host = self.url.host_str().ok_or_else(|| SendError::Connect("no host".into()))?.to_string();
+        let port = self.url.port_or_known_default().unwrap_or(80);
+        let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await.map_err(|e| fail(&e))?;
+        tcp.set_nodelay(true).map_err(|e| fail(&e))?;
+        if self.url.scheme() == "https" {
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| fail(&e))?;
+            let tls = tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp).await.map_err(|e| fail(&e))?;
+            handshake(TokioIo::new(tls)).await
+        } else {
+            handshake(TokioIo::new(tcp)).await
+        }
+    }
+}
+
+async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, SendError>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // Pings find a dead peer (a pulled cable sends no reset) within ~15 s.
+        .keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .handshake(io)
+        .await
+        .map_err(|e| SendError::Connect(format!("HTTP/2 handshake: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// The web PKI roots, and ALPN h2: nodes over https are public servers.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
