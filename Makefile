@@ -147,3 +147,22 @@ soak: setup
 
 check:
 	./target/release/osprey check --config config/osprey.toml
+
+# The offline check of the Dockerfile and deploy/kubernetes (deploy/check.py):
+# a venv with kubernetes-validate (Kubernetes' schemas inside), dockerfile-parse
+# and hadolint, pinned by deploy/requirements.txt; the stamp holds that file,
+# so a second run does no pip work. tests/deploy runs the same check in `make test`.
+DEPLOY_VENV := $(OSPREY_CACHE)/venv-deploy
+DEPLOY_REQS := deploy/requirements.txt
+.PHONY: deploy-deps deploy-check
+
+deploy-deps:
+	@if ! cmp -s $(DEPLOY_REQS) $(DEPLOY_VENV)/.stamp; then \
+	  set -e; python3 -m venv $(DEPLOY_VENV); \
+	  $(DEPLOY_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r $(DEPLOY_REQS); \
+	  cp $(DEPLOY_REQS) $(DEPLOY_VENV)/.stamp; \
+	fi
+
+deploy-check: deploy-deps
+	$(DEPLOY_VENV)/bin/python deploy/check.py
+	cd deploy && $(DEPLOY_VENV)/bin/python -m unittest -q test_check
