@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::check::{positive, positive_ms, ranged, valid_name};
 use super::diag::Diagnostics;
 use super::raw::{RawStage, RawConfig, RawModel, RawRoute};
 use super::{AdminSettings, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef, VideoSettings};
@@ -400,38 +401,6 @@ fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnosti
 }
 
 /// A whole number from 1 to `max`, or an error where it stands.
-pub(super) fn ranged(v: &Spanned<u32>, what: &str, max: u32, d: &mut Diagnostics<'_>) -> Option<u32> {
-    let n = *v.get_ref();
-    if (1..=max).contains(&n) {
-        Some(n)
-    } else {
-        d.error(v.span(), format!("{what} = {n} is out of range"), Some(format!("between 1 and {max}")));
-        None
-    }
-}
-
-pub(super) fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_>) -> bool {
-    let s = n.get_ref();
-    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !ok {
-        d.error(n.span(), format!("{what} name \"{s}\" is not valid"), Some("use letters, digits, '-', '_' and '.' (at most 64)".into()));
-    }
-    ok
-}
-
-fn positive(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<usize> {
-    if *v.get_ref() == 0 {
-        d.error(v.span(), format!("{what} must be above 0"), None);
-        return None;
-    }
-    Some(*v.get_ref() as usize)
-}
-
-pub(super) fn positive_ms(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<Duration> {
-    positive(v, what, d).map(|ms| Duration::from_millis(ms as u64))
-}
-
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;

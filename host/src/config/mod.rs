@@ -2,6 +2,7 @@
 //! refused) then `compile` (validation into the types below). Errors carry
 //! file, line, column and a hint (`diag`), all of them at once.
 
+mod check;
 mod compile;
 pub mod diag;
 pub mod raw;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::check::{positive_ms, ranged, valid_name};
 use super::diag::Diagnostics;
 use super::raw::{RawConfig, RawUpstream};
 use super::UpstreamDef;
@@ -21,7 +22,7 @@ pub fn compile(raw: &RawConfig, d: &mut Diagnostics<'_>) -> Vec<UpstreamDef> {
 fn one(name: &Spanned<String>, u: &RawUpstream, d: &mut Diagnostics<'_>) -> Option<UpstreamDef> {
     let before = d.list.len();
     let what = format!("[upstreams.{}]", name.get_ref());
-    if !super::compile::valid_name(name, "upstream", d) {
+    if !valid_name(name, "upstream", d) {
         return None;
     }
     if u.nodes.get_ref().is_empty() {
@@ -35,9 +36,9 @@ fn one(name: &Spanned<String>, u: &RawUpstream, d: &mut Diagnostics<'_>) -> Opti
             Err(why) => d.error(n.span(), format!("{what}: node \"{}\" {why}", n.get_ref()), Some("a base URL like \"http://10.0.0.2:8080\" or \"https://node1.example.com\"".into())),
         }
     }
-    let inflight = u.max_inflight_per_node.as_ref().map_or(Some(DEFAULT_INFLIGHT as u32), |v| super::compile::ranged(v, &format!("{what} max_inflight_per_node"), 100_000, d));
-    let health = u.health_interval_ms.as_ref().map_or(Some(DEFAULT_HEALTH), |v| super::compile::positive_ms(v, &format!("{what} health_interval_ms"), d));
-    let connect = u.connect_timeout_ms.as_ref().map_or(Some(DEFAULT_CONNECT), |v| super::compile::positive_ms(v, &format!("{what} connect_timeout_ms"), d));
+    let inflight = u.max_inflight_per_node.as_ref().map_or(Some(DEFAULT_INFLIGHT as u32), |v| ranged(v, &format!("{what} max_inflight_per_node"), 100_000, d));
+    let health = u.health_interval_ms.as_ref().map_or(Some(DEFAULT_HEALTH), |v| positive_ms(v, &format!("{what} health_interval_ms"), d));
+    let connect = u.connect_timeout_ms.as_ref().map_or(Some(DEFAULT_CONNECT), |v| positive_ms(v, &format!("{what} connect_timeout_ms"), d));
     let def = UpstreamDef {
         name: name.get_ref().clone(),
         nodes,

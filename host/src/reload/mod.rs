@@ -31,6 +31,8 @@ pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
         Ok(next) => {
             let generation = next.generation;
             next.announce();
+            // The run limit follows the config at once; the pool's size waits for a restart.
+            crate::nn::runtime::configure(next.config.server.pool);
             shared.upstreams.sync(&next.config.upstreams);
             shared.snapshot.store(Arc::new(next));
             shared.reload.succeeded.fetch_add(1, Ordering::Relaxed);
