@@ -18,8 +18,10 @@ test: setup test-deps
 
 setup: toolchain models plugins host
 
+# cmake and nasm build the libjpeg-turbo that the host's scaled JPEG decode uses.
 toolchain:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@command -v cmake >/dev/null && command -v nasm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake nasm >/dev/null; }
 
 models:
 	python3 models/fetch.py
