@@ -23,6 +23,7 @@ test: setup test-deps
 
 setup: toolchain models plugins host
 
+# cmake and nasm build the libjpeg-turbo that the host's scaled JPEG decode uses.
 toolchain:
 	@if rustup target list --installed | grep -qx wasm32-wasip2; then \
 	  echo "osprey-setup: toolchain: the wasm32-wasip2 target is installed"; \
@@ -30,6 +31,13 @@ toolchain:
 	  $(STEP) --retry toolchain "installing the Rust target wasm32-wasip2 (the plugins' target)" \
 	    "needs rustup and https://static.rust-lang.org; run 'rustup target add wasm32-wasip2' by hand to see why" \
 	    -- rustup target add wasm32-wasip2; \
+	fi
+	@if command -v cmake >/dev/null && command -v nasm >/dev/null; then \
+	  echo "osprey-setup: toolchain: cmake and nasm are installed"; \
+	else \
+	  $(STEP) --retry --quiet toolchain "installing the Debian packages cmake and nasm (they build libjpeg-turbo for the scaled JPEG decode)" \
+	    "apt-get needs root and the Debian mirrors: run 'sudo apt-get update && sudo apt-get install cmake nasm', then make setup again" \
+	    -- $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update && apt-get install -y cmake nasm'; \
 	fi
 
 models:

@@ -18,7 +18,8 @@ kept under $OSPREY_CACHE (default ~/.cache/osprey):
                                                 when a model must be converted or with
                                                 --with-venv; may be deleted afterwards
     models/<name>/model.onnx, labels.txt        converted models
-    images/                                     test photos + coco.names
+    images/                                     test photos + coco.names, and the 12 MP
+                                                photos made from them (venv-images: Pillow)
 
 Each of those directories carries a stamp (the manifest entry it was built
 from and the SHA-256 of every output), so a second run only re-hashes the
@@ -372,7 +373,26 @@ def ensure_images(cache: Path, m: dict) -> None:
         name = Path(item["member"]).name
         (dest / name).write_bytes(read_member(archive, item["member"]))
         names.append(name)
+    names += make_photos(cache, m["images"]["photos"], dest)
     write_stamp(dest, images_key(m), names)
+
+
+def make_photos(cache: Path, photos: dict, dest: Path) -> list[str]:
+    """The 12 MP photos of [images.photos], made with Pillow in its own venv."""
+    vdir = cache / "venv-images"
+    py = vdir / "bin" / "python"
+    if not ((vdir / STAMP).is_file() and json.loads((vdir / STAMP).read_text()).get("key") == config_key(photos["venv"])):
+        log("creating the venv that makes the big test photos (Pillow, ~15 MB)")
+        if vdir.exists():
+            shutil.rmtree(vdir)
+        run([sys.executable, "-m", "venv", vdir], "creating the images venv")
+        run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *photos["venv"]],
+            "pip install (Pillow)")
+        write_stamp(vdir, config_key(photos["venv"]), [])
+    for spec in photos["files"]:
+        log(f"making {spec['name']} from {spec['from']}")
+        run([py, __file__, "--photo-step", json.dumps(spec), dest], f"making {spec['name']}")
+    return [spec["name"] for spec in photos["files"]]
 
 
 def venv_python_base() -> str:
@@ -558,10 +578,13 @@ def main() -> int:
                          "otherwise it is only built when a model must be converted")
     ap.add_argument("--venv-step", nargs="+", help=argparse.SUPPRESS)  # internal, runs inside the venv
     ap.add_argument("--dynamic-batch", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--photo-step", nargs=2, help=argparse.SUPPRESS)  # internal, runs in venv-images
     args = ap.parse_args()
 
     if args.venv_step:
         return venv_step(args.venv_step, args.dynamic_batch)
+    if args.photo_step:
+        return photo_step(json.loads(args.photo_step[0]), Path(args.photo_step[1]))
     cache = cache_dir()
     if args.print_cache:
         print(cache)
@@ -577,6 +600,22 @@ def main() -> int:
     except SetupError as e:
         print(f"osprey-setup: ERROR: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def photo_step(spec: dict, images: Path) -> int:
+    """Runs in venv-images: one photo of [images.photos] (see models.toml)."""
+    from PIL import Image
+
+    with Image.open(images / spec["from"]) as src:
+        img = src.convert("RGB").resize(tuple(spec["size"]), Image.Resampling.LANCZOS)
+    exif = Image.Exif()
+    if "orientation" in spec:
+        # Stored so that applying the tag gives back the upright photo.
+        undo = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+        img = img.transpose(undo[spec["orientation"]])
+        exif[0x0112] = spec["orientation"]
+    img.save(images / spec["name"], "JPEG", quality=spec["quality"], exif=exif.tobytes())
     return 0
 
 

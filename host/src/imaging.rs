@@ -4,6 +4,10 @@
 //! Done in the host, with SIMD, because it is the largest cost left beside the
 //! model (DESIGN.md: 2.8 ms native vs 5.3 ms in wasm for a 768x576 JPEG); the
 //! plugin still decides every parameter.
+//!
+//! [`decode_to_tensor`] is for a stage that keeps no pixels: knowing the
+//! model input, it may decode a large JPEG at a reduced scale (`jpeg`), and
+//! still reports the source size and a placement in the client's pixels.
 
 use std::io::Cursor;
 
@@ -11,6 +15,8 @@ use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
 use crate::nn::{Tensor, TensorData};
+
+mod jpeg;
 
 /// A decoded 8-bit RGB image held by the host.
 pub struct Image {
@@ -77,6 +83,32 @@ pub struct Placement {
 
 /// Decodes an upload, refusing images over `max_pixels` before decoding any pixel.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Image, ImagingError> {
+    decode_at(bytes, max_pixels, |_, _| 1).map(|(image, _)| image)
+}
+
+/// Decodes an upload straight into a model input: a JPEG much larger than
+/// the place it gets in the input is decoded at 1/2, 1/4 or 1/8 (never below
+/// that place's size). Returns the tensor, the placement and the source size
+/// (after EXIF orientation), both in the pixels the client sent, as
+/// [`decode`] then [`to_tensor`] would.
+pub fn decode_to_tensor(bytes: &[u8], max_pixels: u64, spec: &TensorSpec) -> Result<(Tensor, Placement, (u32, u32)), ImagingError> {
+    check_spec(spec)?;
+    let (image, source) = decode_at(bytes, max_pixels, |w, h| {
+        let p = place(w, h, spec);
+        jpeg::denominator(w, h, p.inner_w, p.inner_h)
+    })?;
+    // Placed by the full size, so boxes map back onto the client's pixels.
+    let p = place(source.0, source.1, spec);
+    Ok((fill_tensor(&image, spec, &p)?, p, source))
+}
+
+/// Decodes an upload at 1/`denominator(w, h)` of its size when it is a JPEG
+/// (w x h: the size after EXIF orientation); also returns that full size.
+fn decode_at(
+    bytes: &[u8],
+    max_pixels: u64,
+    denominator: impl FnOnce(u32, u32) -> u32,
+) -> Result<(Image, (u32, u32)), ImagingError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
@@ -91,14 +123,33 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Image, ImagingError> {
     if reader.format() == Some(image::ImageFormat::Jpeg) && !has_jpeg_end(bytes) {
         return Err(ImagingError::Corrupt("the JPEG is truncated (no end-of-image marker)".into()));
     }
+    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
+    // The limit is on the declared size, whatever scale the pixels come at.
     check_pixels(width, height, max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    let source = oriented(width, height, orientation);
+    let denom = if is_jpeg { denominator(source.0, source.1) } else { 1 };
+    // libjpeg-turbo stops at damage that zune-jpeg decodes through (it fails
+    // on warnings): the full decoder then has the last word, as before.
+    let scaled = if denom > 1 { jpeg::decode_scaled(bytes, denom).ok().flatten() } else { None };
+    let mut img = match scaled {
+        Some(rgb) => DynamicImage::ImageRgb8(rgb),
+        None => DynamicImage::from_decoder(decoder).map_err(corrupt)?,
+    };
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
-    Ok(Image { width: rgb.width(), height: rgb.height(), rgb: rgb.into_raw() })
+    Ok((Image { width: rgb.width(), height: rgb.height(), rgb: rgb.into_raw() }, source))
+}
+
+/// The size an image shows at once its EXIF orientation is applied.
+fn oriented(width: u32, height: u32, orientation: image::metadata::Orientation) -> (u32, u32) {
+    use image::metadata::Orientation::*;
+    match orientation {
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH => (height, width),
+        NoTransforms | Rotate180 | FlipHorizontal | FlipVertical => (width, height),
+    }
 }
 
 fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), ImagingError> {
@@ -183,10 +234,22 @@ pub fn place(w: u32, h: u32, spec: &TensorSpec) -> Placement {
 
 /// Resizes, places and normalises `img` into a new `[1, ...]` tensor.
 pub fn to_tensor(img: &Image, spec: &TensorSpec) -> Result<(Tensor, Placement), ImagingError> {
+    check_spec(spec)?;
+    let p = place(img.width, img.height, spec);
+    Ok((fill_tensor(img, spec, &p)?, p))
+}
+
+fn check_spec(spec: &TensorSpec) -> Result<(), ImagingError> {
     if spec.width == 0 || spec.height == 0 || spec.width > 8192 || spec.height > 8192 {
         return Err(ImagingError::BadSpec(format!("input size {}x{} is out of range", spec.width, spec.height)));
     }
-    let p = place(img.width, img.height, spec);
+    Ok(())
+}
+
+/// Resizes `img` to the placement's inner size and writes it, padded and
+/// normalised, into a new tensor. `p` may have been computed for the full
+/// size of a photo that `img` holds at a reduced scale.
+fn fill_tensor(img: &Image, spec: &TensorSpec, p: &Placement) -> Result<Tensor, ImagingError> {
     let resized = resize(img, p.inner_w, p.inner_h)?;
     let (w, h) = (spec.width as usize, spec.height as usize);
     let dims = match spec.layout {
@@ -226,8 +289,7 @@ pub fn to_tensor(img: &Image, spec: &TensorSpec) -> Result<(Tensor, Placement), 
             TensorData::F32(out)
         }
     };
-    let tensor = Tensor::new(dims, data).map_err(|e| ImagingError::BadSpec(e.to_string()))?;
-    Ok((tensor, p))
+    Tensor::new(dims, data).map_err(|e| ImagingError::BadSpec(e.to_string()))
 }
 
 fn fill(w: usize, h: usize, pixel: &impl Fn(usize, usize) -> [u8; 3], mut put: impl FnMut(usize, usize, usize, u8)) {
@@ -323,6 +385,92 @@ mod tests {
         assert!(has_jpeg_end(&[0xff, 0xd8, 1, 2, 0xff, 0xd9]));
         assert!(has_jpeg_end(&[0xff, 0xd8, 1, 2, 0xff, 0xd9, 0, 0]));
         assert!(!has_jpeg_end(&[0xff, 0xd8, 1, 2, 3, 4]));
+    }
+
+    /// A `w`x`h` JPEG, black with a white rectangle over `rect` (x0, y0, x1, y1),
+    /// carrying an EXIF orientation tag when `orientation` is set.
+    fn jpeg(w: u32, h: u32, rect: (u32, u32, u32, u32), orientation: Option<u16>) -> Vec<u8> {
+        use image::ImageEncoder;
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let inside = (rect.0..rect.2).contains(&x) && (rect.1..rect.3).contains(&y);
+            image::Rgb(if inside { [255; 3] } else { [0; 3] })
+        });
+        let mut out = Vec::new();
+        let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+        if let Some(o) = orientation {
+            // A big-endian TIFF header and one IFD entry: 0x0112 Orientation, SHORT, 1 value.
+            let mut exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+            exif.extend_from_slice(&[(o >> 8) as u8, o as u8, 0, 0, 0, 0, 0, 0]);
+            encoder.set_exif_metadata(exif).unwrap();
+        }
+        encoder.write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8).unwrap();
+        out
+    }
+
+    /// The u8 value of channel 0 at input pixel (x, y) of an NHWC tensor `w` wide.
+    fn at(t: &Tensor, w: u32, x: u32, y: u32) -> u8 {
+        let TensorData::U8(v) = &t.data else { panic!("u8 tensor") };
+        v[((y * w + x) * 3) as usize]
+    }
+
+    #[test]
+    fn a_big_jpeg_for_a_small_input_is_placed_in_the_clients_pixels() {
+        // 2000x1500 into a 300x300 letterbox: decoded at 1/4 (500x375), but the
+        // size and placement are those of the full photo.
+        let bytes = jpeg(2000, 1500, (1000, 300, 1400, 700), None);
+        let s = spec(300, 300, Fit::Letterbox);
+        let (scaled, p, source) = decode_to_tensor(&bytes, 1 << 30, &s).unwrap();
+        assert_eq!(source, (2000, 1500));
+        assert_eq!((p.inner_w, p.inner_h, p.pad_x, p.pad_y), (300, 225, 0, 37));
+        assert!((p.scale_x - 0.15).abs() < 1e-6 && (p.scale_y - 0.15).abs() < 1e-6);
+        // The rectangle's centre (1200, 500) lands at 1200 * 0.15, 500 * 0.15 + 37.
+        assert!(at(&scaled, 300, 180, 112) > 240, "inside the rectangle");
+        assert!(at(&scaled, 300, 60, 112) < 15, "left of it");
+        assert_eq!(at(&scaled, 300, 150, 10), 114, "padding");
+        // Against a full decode: the same tensor, give or take the filters.
+        let (full, full_p) = to_tensor(&decode(&bytes, 1 << 30).unwrap(), &s).unwrap();
+        assert_eq!(full_p, p);
+        let (TensorData::U8(a), TensorData::U8(b)) = (&scaled.data, &full.data) else { panic!("u8") };
+        let mean_diff = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64;
+        assert!(mean_diff < 2.0, "mean difference {mean_diff} levels");
+    }
+
+    #[test]
+    fn exif_orientation_holds_on_a_scaled_decode() {
+        // Stored 1500 wide, 2000 high, tagged 6 (turn 90 degrees clockwise to
+        // show): shown 2000x1500. Stored (x, y) shows at (1999 - y, x), so
+        // the stored rectangle x 300..700, y 1000..1400 shows at x 600..1000, y 300..700.
+        let bytes = jpeg(1500, 2000, (300, 1000, 700, 1400), Some(6));
+        let s = spec(300, 300, Fit::Letterbox);
+        let (t, p, source) = decode_to_tensor(&bytes, 1 << 30, &s).unwrap();
+        assert_eq!(source, (2000, 1500));
+        assert_eq!((p.inner_w, p.inner_h, p.pad_y), (300, 225, 37));
+        // Its centre (800, 500) lands at 800 * 0.15, 500 * 0.15 + 37.
+        assert!(at(&t, 300, 120, 112) > 240, "the rectangle, turned");
+        assert!(at(&t, 300, 200, 112) < 15 && at(&t, 300, 120, 200) < 15, "around it");
+        // The same as the full decode, which `decode` applies the tag to as well.
+        let full = decode(&bytes, 1 << 30).unwrap();
+        assert_eq!((full.width, full.height), (2000, 1500));
+    }
+
+    #[test]
+    fn the_pixel_limit_is_on_the_declared_size_not_the_scaled_one() {
+        // 4000x3000 = 12 MP would decode at 1/8 to 500x375 for a 300x300 input;
+        // a 10 MP limit still refuses it.
+        let bytes = jpeg(4000, 3000, (0, 0, 1, 1), None);
+        let err = decode_to_tensor(&bytes, 10_000_000, &spec(300, 300, Fit::Stretch)).unwrap_err();
+        assert!(matches!(err, ImagingError::TooLarge { width: 4000, height: 3000, .. }), "{err}");
+    }
+
+    #[test]
+    fn small_photos_and_pngs_decode_in_full() {
+        // 768x576 into 640x640 (dog.jpg and YOLO): the same tensor both ways.
+        let bytes = jpeg(768, 576, (100, 100, 300, 300), None);
+        let s = spec(640, 640, Fit::Letterbox);
+        let (t, p, source) = decode_to_tensor(&bytes, 1 << 30, &s).unwrap();
+        let (full, full_p) = to_tensor(&decode(&bytes, 1 << 30).unwrap(), &s).unwrap();
+        assert_eq!((source, p), ((768, 576), full_p));
+        assert_eq!(t.data, full.data);
     }
 
     #[test]

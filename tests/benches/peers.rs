@@ -1,10 +1,13 @@
 //! Osprey against what its users run today, in one run on this machine: the
 //! seeds' stack (Flask under gunicorn, 2 sync workers) and FastAPI under
-//! uvicorn (2 workers), both on ONNX Runtime 1.31.1 CPU, beside
-//! `target/release/osprey` on its default config. All three do the same
+//! uvicorn (2 workers), both on ONNX Runtime 1.31.1 CPU, each peer twice (1
+//! and 2 intra-op threads per session: the better of the two counts),
+//! beside `target/release/osprey` on its default config. All do the same
 //! decode, preprocessing, model and post-processing (`tests/bench/pipeline.py`
-//! is the Python side) on the same photos, driven by the serving bench's load
-//! generator (`serving/load.rs`) at concurrency 1, 8 and 32.
+//! is the Python side; big JPEGs decoded at a reduced scale on both sides)
+//! on the same photos (dog.jpg, and the 12 MP photo setup makes from it),
+//! driven by the serving bench's load generator (`serving/load.rs`) at
+//! concurrency 1, 8 and 32.
 //!
 //! Run: `make bench-peers` (sets up osprey and the peers' venv first), or
 //! `cargo bench -p osprey-tests --bench peers` once `make setup bench-deps` ran.
@@ -25,7 +28,14 @@
 //!   so with all three models loaded and used. A sum of peaks: pages shared
 //!   between gunicorn/uvicorn workers (libraries, what the master had before
 //!   forking) count once per process, so it errs high for the peers; the
-//!   summed PSS at the end, which counts shared pages once, is printed beside.
+//!   summed PSS at the end, which counts shared pages once, is printed beside;
+//! - RSS after `OSPREY_BENCH_RSS_AFTER` (1000) requests: the sum of VmRSS over
+//!   the tree right after that many requests (all routes and photos in turn,
+//!   8 at a time), sent before any measured row.
+//!
+//! Before the stacks, osprey's own preparation (decode + letterbox or
+//! resize into the model input, in this process) of the 12 MP photo is timed
+//! per route, decoded in full and at the reduced scale the host picks.
 //!
 //! Environment:
 //! - `OSPREY_PEERS_VENV`: the peers' venv (default `$OSPREY_CACHE/venv-peers`).
@@ -35,7 +45,11 @@
 //!   (default `tests/bench/osprey-batching.toml`: the default config with
 //!   `max_batch` on the two models that can batch).
 //! - `OSPREY_BENCH_STACKS`: a comma list to run only some stacks
-//!   (`osprey,batching,flask,fastapi`).
+//!   (`osprey,batching,flask1,flask2,fastapi1,fastapi2`).
+//! - `OSPREY_BENCH_RSS_AFTER`: requests before the RSS reading (default 1000).
+//! - `OSPREY_BENCH_LEVELS`: concurrency levels (default `1,8,32`). On a busy
+//!   machine, /v1/detect at c=32 passes the route's 10 s deadline and the
+//!   load generator stops at the first 504: `1,8` then still gives a table.
 //!
 //! The table and the goals go to stdout and `target/bench-peers.md`.
 
@@ -51,21 +65,29 @@ use std::time::{Duration, Instant};
 use load::{Stats, Window};
 use serde_json::Value;
 
-/// The routes and the photo each is measured on: the serving bench's.
-const ROUTES: [(&str, &str, &str); 3] = [
-    ("/v1/detect", "dog.jpg", "image/jpeg"),
-    ("/v1/detect/fast", "chelsea.png", "image/png"),
-    ("/v1/classify", "chelsea.png", "image/png"),
-];
-const PHOTOS: [(&str, &str); 2] = [("dog.jpg", "image/jpeg"), ("chelsea.png", "image/png")];
-const LEVELS: [usize; 3] = [1, 8, 32];
+const ROUTES: [&str; 3] = ["/v1/detect", "/v1/detect/fast", "/v1/classify"];
+/// The photos every route is measured on: darknet's 768x576 dog.jpg, and
+/// the 4032x3024 phone-sized photo `models/fetch.py` makes from it.
+const BIG: &str = "dog-12mp.jpg";
+const MEASURED: [&str; 2] = ["dog.jpg", BIG];
+/// The photos answers are checked on (the rotated copy: EXIF orientation).
+const PHOTOS: [(&str, &str); 4] =
+    [("dog.jpg", "image/jpeg"), ("chelsea.png", "image/png"), (BIG, "image/jpeg"), ("dog-12mp-exif6.jpg", "image/jpeg")];
+/// Concurrency levels: `OSPREY_BENCH_LEVELS` (a comma list), default 1, 8, 32.
+fn levels() -> Vec<usize> {
+    let from_env = std::env::var("OSPREY_BENCH_LEVELS").ok().map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect::<Vec<_>>());
+    from_env.filter(|l| !l.is_empty()).unwrap_or_else(|| vec![1, 8, 32])
+}
 /// gunicorn's and uvicorn's worker processes: one per core of this machine.
 const WORKERS: usize = 2;
 const OSPREY: &str = "osprey";
 const CACHE_HIT: &str = "osprey, cache hit";
 const BATCHING: &str = "osprey +batching";
-const FLASK: &str = "flask+gunicorn";
-const FASTAPI: &str = "fastapi+uvicorn";
+const FLASK1: &str = "flask+gunicorn, 2x1 threads";
+const FLASK2: &str = "flask+gunicorn, 2x2 threads";
+const FASTAPI1: &str = "fastapi+uvicorn, 2x1 threads";
+const FASTAPI2: &str = "fastapi+uvicorn, 2x2 threads";
+const PEERS: [&str; 4] = [FLASK1, FLASK2, FASTAPI1, FASTAPI2];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -80,10 +102,13 @@ struct Stack {
     name: &'static str,
     kind: Kind,
     config: Option<PathBuf>,
+    /// A peer's ONNX Runtime intra-op threads per session (`PEERS_ORT_THREADS`).
+    threads: usize,
 }
 
 struct Row {
     route: &'static str,
+    photo: &'static str,
     stack: &'static str,
     concurrency: usize,
     stats: Stats,
@@ -93,21 +118,31 @@ struct Row {
     rss_mib: f64,
 }
 
+/// A stack's memory: the sum of VmHWM at the end, of VmRSS after the first requests.
+struct Memory {
+    stack: &'static str,
+    peak_mib: f64,
+    after_mib: f64,
+}
+
 fn main() {
     let w = Window::from_env();
     let started = Instant::now();
     let mut report = preamble(w);
-    let (mut rows, mut reference, mut notes) = (Vec::new(), None, String::new());
+    report.push_str(&prep_times());
+    let (mut rows, mut reference, mut notes, mut memory) = (Vec::new(), None, String::new(), Vec::new());
     for stack in stacks() {
         eprintln!("== {} ({:.0} s so far)", stack.name, started.elapsed().as_secs_f64());
-        let (stack_rows, note) = run_stack(&stack, w, &mut reference);
+        let (stack_rows, note, mem) = run_stack(&stack, w, &mut reference);
         rows.extend(stack_rows);
         notes.push_str(&note);
+        memory.push(mem);
     }
     report.push_str(&table(&rows));
     report.push_str(&footnotes(&rows));
+    report.push_str(&memory_table(&memory));
     let _ = write!(report, "\nEach stack's process tree, and how busy the rest of the machine was:\n\n{notes}");
-    report.push_str(&summary(&rows, w));
+    report.push_str(&summary(&rows, &memory, w));
     println!("\n{report}");
     let out = osprey_tests::repo().join("target/bench-peers.md");
     std::fs::write(&out, &report).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
@@ -117,7 +152,7 @@ fn main() {
 /// One server: its answers checked against osprey's (the first stack's
 /// become the reference), then every route at every level; its rows and a
 /// line on its memory and on the machine's background load.
-fn run_stack(stack: &Stack, w: Window, reference: &mut Option<Vec<(String, Value)>>) -> (Vec<Row>, String) {
+fn run_stack(stack: &Stack, w: Window, reference: &mut Option<Vec<(String, Value)>>) -> (Vec<Row>, String, Memory) {
     let server = Running::start(stack);
     let answers = answers(&server.base);
     match (&*reference, stack.kind) {
@@ -125,22 +160,25 @@ fn run_stack(stack: &Stack, w: Window, reference: &mut Option<Vec<(String, Value
         (Some(r), _) => check(stack.name, r, &answers),
         (None, _) => eprintln!("{}: answers not checked (osprey did not run first)", stack.name),
     }
+    let after = requests_then_rss(&server.base, server.pid);
     let mut rows = Vec::new();
-    for &(route, photo, content_type) in &ROUTES {
-        let body = osprey_tests::image(photo);
-        let url = format!("{}{route}", server.base);
-        let hits = stack.name == OSPREY && cache_hits(&url, content_type, &body);
-        for (name, distinct) in [(stack.name, true), (CACHE_HIT, false)] {
-            if !distinct && !hits {
-                continue;
-            }
-            for n in LEVELS {
-                let (stats, cores, others) = measure(&url, content_type, &body, n, w, server.pid, distinct);
-                eprintln!(
-                    "   {name} {route} c={n}: {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {cores:.2} cores (others {others:.2})",
-                    stats.per_sec, stats.p50_ms, stats.p99_ms
-                );
-                rows.push(Row { route, stack: name, concurrency: n, stats, cores, others, rss_mib: f64::NAN });
+    for route in ROUTES {
+        for photo in MEASURED {
+            let (body, content_type) = (osprey_tests::image(photo), "image/jpeg");
+            let url = format!("{}{route}", server.base);
+            let hits = stack.name == OSPREY && photo == MEASURED[0] && cache_hits(&url, content_type, &body);
+            for (name, distinct) in [(stack.name, true), (CACHE_HIT, false)] {
+                if !distinct && !hits {
+                    continue;
+                }
+                for n in levels() {
+                    let (stats, cores, others) = measure(&url, content_type, &body, n, w, server.pid, distinct);
+                    eprintln!(
+                        "   {name} {route} {photo} c={n}: {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {cores:.2} cores (others {others:.2})",
+                        stats.per_sec, stats.p50_ms, stats.p99_ms
+                    );
+                    rows.push(Row { route, photo, stack: name, concurrency: n, stats, cores, others, rss_mib: f64::NAN });
+                }
             }
         }
     }
@@ -155,7 +193,88 @@ fn run_stack(stack: &Stack, w: Window, reference: &mut Option<Vec<(String, Value
         others.iter().sum::<f64>() / others.len().max(1) as f64,
         others.iter().copied().fold(0.0, f64::max)
     );
-    (rows, note)
+    (rows, note, Memory { stack: stack.name, peak_mib: rss, after_mib: after })
+}
+
+/// `OSPREY_BENCH_RSS_AFTER` (1000) requests, every route and measured photo
+/// in turn, 8 at a time, each body distinct; then the sum of VmRSS over the tree.
+fn requests_then_rss(base: &str, root: u32) -> f64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let total: usize = std::env::var("OSPREY_BENCH_RSS_AFTER").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let photos: Vec<Vec<u8>> = MEASURED.iter().map(|p| osprey_tests::image(p)).collect();
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return;
+                    }
+                    let route = ROUTES[i % ROUTES.len()];
+                    let mut body = photos[(i / ROUTES.len()) % photos.len()].clone();
+                    body.extend_from_slice(format!("\nrss{i}").as_bytes());
+                    let resp = client.post(format!("{base}{route}")).header("content-type", "image/jpeg").body(body).send();
+                    let status = resp.map(|r| r.status().as_u16()).unwrap_or(0);
+                    assert_eq!(status, 200, "POST {route} during the first {total} requests");
+                }
+            });
+        }
+    });
+    let rss = tree(root).into_iter().map(|pid| status_mib(pid, "VmRSS:")).filter(|v| v.is_finite()).sum();
+    eprintln!("   RSS after {total} requests ({:.0} s): {rss:.0} MiB", started.elapsed().as_secs_f64());
+    rss
+}
+
+/// A `kB` field of /proc/<pid>/status, in MiB (NaN where /proc has no answer).
+fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.map_or(f64::NAN, |k| k / 1024.0)
+}
+
+/// Osprey's preparation of the 12 MP photo for each route's model input, in
+/// this process on one thread: decoded in full then resized (as before), or
+/// decoded at the reduced scale the host picks. Median of 15 each.
+fn prep_times() -> String {
+    use osprey::imaging::{self, Elem, Fit, Layout, TensorSpec};
+    let spec = |width, height, fit, elem, std| TensorSpec { width, height, fit, pad: 114, layout: Layout::Nhwc, bgr: false, elem, mean: [0.0; 3], std: [std; 3] };
+    let specs = [
+        ("/v1/detect", spec(640, 640, Fit::Letterbox, Elem::F32, 255.0)),
+        ("/v1/detect/fast", spec(300, 300, Fit::Stretch, Elem::U8, 1.0)),
+        ("/v1/classify", spec(280, 280, Fit::Stretch, Elem::U8, 1.0)),
+    ];
+    let median_ms = |f: &dyn Fn()| -> f64 {
+        f();
+        let mut t: Vec<f64> = (0..15)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let mut s = format!(
+        "Osprey's preparation of {BIG} (decode + resize into the model input, ms, median of 15 on one thread, this process):\n\n\
+         | route | model input | full decode | reduced-scale decode | ratio |\n|---|---|---:|---:|---:|\n"
+    );
+    let bytes = osprey_tests::image(BIG);
+    for (route, sp) in &specs {
+        let full = median_ms(&|| {
+            let img = imaging::decode(&bytes, 40_000_000).expect("decode");
+            imaging::to_tensor(&img, sp).expect("tensor");
+        });
+        let scaled = median_ms(&|| {
+            imaging::decode_to_tensor(&bytes, 40_000_000, sp).expect("decode to tensor");
+        });
+        let _ = writeln!(s, "| {route} | {}x{} | {full:.1} | {scaled:.1} | {:.2}x |", sp.width, sp.height, scaled / full);
+    }
+    s.push('\n');
+    s
 }
 
 /// The stacks to run, osprey first (its answers are the reference).
@@ -164,10 +283,12 @@ fn stacks() -> Vec<Stack> {
     let main = env("OSPREY_BENCH_CONFIG").unwrap_or_else(|| osprey_tests::repo().join("config/osprey.toml"));
     let batching = env("OSPREY_BENCH_BATCH_CONFIG").unwrap_or_else(|| osprey_tests::repo().join("tests/bench/osprey-batching.toml"));
     let mut all = vec![
-        Stack { id: "osprey", name: OSPREY, kind: Kind::Osprey, config: Some(main) },
-        Stack { id: "batching", name: BATCHING, kind: Kind::Osprey, config: Some(batching) },
-        Stack { id: "flask", name: FLASK, kind: Kind::Flask, config: None },
-        Stack { id: "fastapi", name: FASTAPI, kind: Kind::FastApi, config: None },
+        Stack { id: "osprey", name: OSPREY, kind: Kind::Osprey, config: Some(main), threads: 0 },
+        Stack { id: "batching", name: BATCHING, kind: Kind::Osprey, config: Some(batching), threads: 0 },
+        Stack { id: "flask1", name: FLASK1, kind: Kind::Flask, config: None, threads: 1 },
+        Stack { id: "flask2", name: FLASK2, kind: Kind::Flask, config: None, threads: 2 },
+        Stack { id: "fastapi1", name: FASTAPI1, kind: Kind::FastApi, config: None, threads: 1 },
+        Stack { id: "fastapi2", name: FASTAPI2, kind: Kind::FastApi, config: None, threads: 2 },
     ];
     let only = std::env::var("OSPREY_BENCH_STACKS").unwrap_or_default();
     all.retain(|s| only.is_empty() || only.split(',').any(|o| o.trim() == s.id));
@@ -231,6 +352,7 @@ impl Peer {
         let child = cmd
             .current_dir(&repo)
             .env("OSPREY_PEER_READY_DIR", &ready)
+            .env("PEERS_ORT_THREADS", stack.threads.to_string())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .process_group(0)
@@ -373,7 +495,7 @@ fn pss_tree_mib(root: u32) -> f64 {
 fn answers(base: &str) -> Vec<(String, Value)> {
     let client = reqwest::blocking::Client::new();
     let mut out = Vec::new();
-    for (route, _, _) in ROUTES {
+    for route in ROUTES {
         for (photo, content_type) in PHOTOS {
             let answer = load::one(&client, &format!("{base}{route}"), content_type, &osprey_tests::image(photo));
             out.push((format!("{route} {photo}"), answer));
@@ -387,7 +509,12 @@ fn answers(base: &str) -> Vec<(String, Value)> {
 fn check(stack: &str, reference: &[(String, Value)], got: &[(String, Value)]) {
     let mut problems = Vec::new();
     for ((what, want), (_, have)) in reference.iter().zip(got) {
-        if let Err(why) = same_answer(want, have) {
+        // The 12 MP photos go through two different reduced-scale decoders
+        // (libjpeg-turbo 3.1 at 1/8 in osprey, Pillow's libjpeg with `draft`)
+        // before uint8 models: seen there, the SSD's car at 0.79 against 0.84
+        // and the 5th class swapped. Their boxes and best class must agree.
+        let loose = what.contains("12mp");
+        if let Err(why) = same_answer(want, have, loose) {
             problems.push(format!("  {what}: {why}\n    osprey: {want}\n    {stack}: {have}"));
         }
     }
@@ -395,14 +522,14 @@ fn check(stack: &str, reference: &[(String, Value)], got: &[(String, Value)]) {
     eprintln!("   answers match osprey's on {} route/photo pairs", got.len());
 }
 
-fn same_answer(want: &Value, have: &Value) -> Result<(), String> {
+fn same_answer(want: &Value, have: &Value, loose: bool) -> Result<(), String> {
     for key in ["model", "image"] {
         if want[key] != have[key] {
             return Err(format!("`{key}` differs"));
         }
     }
     if let Some(top) = want["top"].as_array() {
-        return same_top(top, have["top"].as_array().ok_or("no `top`")?);
+        return same_top(top, have["top"].as_array().ok_or("no `top`")?, loose);
     }
     let want_all = want;
     let (want, have) = (want["detections"].as_array().ok_or("no detections")?, have["detections"].as_array().ok_or("no `detections`")?);
@@ -412,7 +539,7 @@ fn same_answer(want: &Value, have: &Value) -> Result<(), String> {
     let image = &want_all["image"];
     let side = image["width"].as_f64().unwrap_or(0.0).max(image["height"].as_f64().unwrap_or(0.0));
     for d in want {
-        if !have.iter().any(|h| same_detection(d, h, side)) {
+        if !have.iter().any(|h| same_detection(d, h, side, if loose { 0.1 } else { 0.05 })) {
             return Err(format!("nothing matches osprey's {}", d));
         }
     }
@@ -423,12 +550,12 @@ fn same_answer(want: &Value, have: &Value) -> Result<(), String> {
 /// longer `side`. Decoders and resizers differ by a grey level here and there,
 /// and the SSD is a uint8-quantised model: its box edges move in steps of
 /// ~0.6% of the photo when an input pixel rounds the other way.
-fn same_detection(want: &Value, have: &Value, side: f64) -> bool {
+fn same_detection(want: &Value, have: &Value, side: f64, score_tolerance: f64) -> bool {
     let nums = |v: &Value| -> Vec<f64> { v["box"].as_array().map(|b| b.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
     let (a, b) = (nums(want), nums(have));
     let tolerance = f64::max(2.0, 0.01 * side);
     want["label"] == have["label"]
-        && (want["score"].as_f64().unwrap_or(-1.0) - have["score"].as_f64().unwrap_or(1.0)).abs() <= 0.05
+        && (want["score"].as_f64().unwrap_or(-1.0) - have["score"].as_f64().unwrap_or(1.0)).abs() <= score_tolerance
         && a.len() == 4
         && b.len() == 4
         && a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= tolerance)
@@ -438,7 +565,7 @@ fn same_detection(want: &Value, have: &Value, side: f64) -> bool {
 /// the model's probabilities are uint8 steps of 1/256, and below the best
 /// class near-equal ones swap places on a slightly different input (on
 /// dog.jpg the Pillow-decoded JPEG moves the best score by ~0.05).
-fn same_top(want: &[Value], have: &[Value]) -> Result<(), String> {
+fn same_top(want: &[Value], have: &[Value], loose: bool) -> Result<(), String> {
     let ids = |v: &[Value]| -> Vec<u64> {
         let mut ids: Vec<u64> = v.iter().filter_map(|c| c["class_id"].as_u64()).collect();
         ids.sort_unstable();
@@ -449,7 +576,7 @@ fn same_top(want: &[Value], have: &[Value]) -> Result<(), String> {
     if w["label"] != h["label"] || !close {
         return Err(format!("best class {} ({}), osprey's {} ({})", h["label"], h["score"], w["label"], w["score"]));
     }
-    if ids(want) != ids(have) {
+    if !loose && ids(want) != ids(have) {
         return Err("not the same top classes".into());
     }
     Ok(())
@@ -465,16 +592,18 @@ fn preamble(w: Window) -> String {
         s,
         "{cores} cores; load average {load} when the run began; window {:.0} s after {:.0} s of warm-up per cell; \
          one load generator (this process, one thread) for every stack; every request a photo no earlier request \
-         sent (a number after the image's end), except in the cache-hit rows.\n",
+         sent (a number after the image's end, so osprey's result cache never answers), except in the cache-hit rows.\n",
         w.measure.as_secs_f64(),
         w.warmup.as_secs_f64()
     );
     s.push_str(
-        "- osprey: `target/release/osprey serve`, per model 2 sessions x 2 intra-op threads (the defaults on 2 cores), \
-         batching off; osprey +batching: `max_batch` on YOLO and EfficientNet (tests/bench/osprey-batching.toml).\n\
+        "- osprey: `target/release/osprey serve` on config/osprey.toml (its session and thread defaults), batching off; \
+         osprey +batching: `max_batch` on YOLO and EfficientNet (tests/bench/osprey-batching.toml).\n\
          - flask+gunicorn: `gunicorn --workers 2` (sync: one request at a time per worker), each worker with one ONNX \
-         Runtime session per model, 2 intra-op threads, no spinning (osprey's session options).\n\
-         - fastapi+uvicorn: `uvicorn --workers 2`, the work in Starlette's thread pool, same sessions as Flask.\n\
+         Runtime session per model, 1 or 2 intra-op threads (2x1, 2x2), no spinning.\n\
+         - fastapi+uvicorn: `uvicorn --workers 2`, the work in Starlette's thread pool, sessions as Flask's.\n\
+         - Every stack decodes a JPEG much larger than the model input at 1/2, 1/4 or 1/8 scale (osprey: libjpeg-turbo \
+         in the host; the peers: Pillow's `draft()`), never below the size it is resized to.\n\
          - CPU cores = user+sys seconds of the server's process tree in the window / window. Peak RSS = sum of VmHWM \
          over the tree after all of its rows (see the lines below the table).\n\n",
     );
@@ -483,22 +612,22 @@ fn preamble(w: Window) -> String {
 
 /// The one markdown table, with marked rows for what was not measured.
 fn table(rows: &[Row]) -> String {
-    let mut s = String::from("| route | stack | c | req/s | p50 ms | p99 ms | CPU cores | peak RSS MiB |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut s = String::from("| route | photo | stack | c | req/s | p50 ms | p99 ms | CPU cores |\n");
+    s.push_str("|---|---|---|---:|---:|---:|---:|---:|\n");
     let measured = |stack: &str| rows.iter().any(|r| r.stack == stack);
-    for (route, _, _) in ROUTES {
+    for route in ROUTES {
         for r in rows.iter().filter(|r| r.route == route) {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} |",
-                r.route, r.stack, r.concurrency, r.stats.per_sec, r.stats.p50_ms, r.stats.p99_ms, r.cores, r.rss_mib
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                r.route, r.photo, r.stack, r.concurrency, r.stats.per_sec, r.stats.p50_ms, r.stats.p99_ms, r.cores
             );
         }
         if !measured(CACHE_HIT) {
-            let _ = writeln!(s, "| {route} | {CACHE_HIT} ¹ | 1/8/32 | TODO | TODO | TODO | TODO | TODO |");
+            let _ = writeln!(s, "| {route} | dog.jpg | {CACHE_HIT} ¹ | 1/8/32 | TODO | TODO | TODO | TODO |");
         }
         if !measured(BATCHING) {
-            let _ = writeln!(s, "| {route} | {BATCHING} ² | 1/8/32 | TODO | TODO | TODO | TODO | TODO |");
+            let _ = writeln!(s, "| {route} | both | {BATCHING} ² | 1/8/32 | TODO | TODO | TODO | TODO |");
         }
     }
     s
@@ -521,44 +650,44 @@ fn footnotes(rows: &[Row]) -> String {
     s
 }
 
-/// Per route, osprey against the better peer on each figure, against the goals.
-fn summary(rows: &[Row], w: Window) -> String {
-    let cell = |route: &str, stack: &str, n: usize| rows.iter().find(|r| r.route == route && r.stack == stack && r.concurrency == n);
+fn memory_table(memory: &[Memory]) -> String {
+    let after = std::env::var("OSPREY_BENCH_RSS_AFTER").unwrap_or_else(|_| "1000".into());
+    let mut s = format!("\n| stack | peak RSS MiB (sum of VmHWM) | RSS after {after} requests MiB |\n|---|---:|---:|\n");
+    for m in memory {
+        let _ = writeln!(s, "| {} | {:.0} | {:.0} |", m.stack, m.peak_mib, m.after_mib);
+    }
+    s
+}
+
+/// The issue's goals, osprey against the better peer (the best of the four
+/// peer stacks on each figure), each marked met or MISSED.
+fn summary(rows: &[Row], memory: &[Memory], w: Window) -> String {
     let mut s = String::from(
-        "\nGoals against the better peer (saturation = the best req/s over c=1, 8, 32 of each stack): throughput \
-         ≥ 1.4x on /v1/detect/fast and /v1/classify, ≥ 1.1x on /v1/detect; p50 at c=1 ≤ 0.65x; p99 at c=32 ≤ 0.8x; \
-         peak RSS ≤ 0.5x the Flask stack's. osprey = the plain osprey rows (no cache hits, batching off).\n\n",
+        "\nGoals against the better peer (the best of the four peer stacks on each figure; saturation = the best \
+         req/s over the levels measured): saturation ≥ 1.2x on /v1/detect/fast and /v1/classify and ≥ 1.05x on /v1/detect \
+         with dog.jpg, ≥ 2x on /v1/detect/fast and /v1/classify with the 12 MP photo; p50 at c=1 ≤ 0.65x; peak RSS \
+         ≤ 0.5x the Flask stack's and ≤ 0.8x FastAPI's. osprey = the plain osprey rows (no cache hits, batching off).\n\n",
     );
-    for (route, _, _) in ROUTES {
-        let Some(line) = goals(rows, route, w) else { continue };
-        let _ = writeln!(s, "- {route}: {line}");
-        let (Some(o1), Some(o32)) = (cell(route, OSPREY, 1), cell(route, OSPREY, 32)) else { continue };
-        if let (Some(b1), Some(b32)) = (cell(route, BATCHING, 1), cell(route, BATCHING, 32)) {
-            let _ = writeln!(
-                s,
-                "  - batching on / off: req/s at c=32 {:.2}x, p50 at c=1 {:.2}x",
-                b32.stats.per_sec / o32.stats.per_sec,
-                b1.stats.p50_ms / o1.stats.p50_ms
-            );
-        }
-        if let (Some(h1), Some(h32)) = (cell(route, CACHE_HIT, 1), cell(route, CACHE_HIT, 32)) {
-            let _ = writeln!(
-                s,
-                "  - cache hit: p50 at c=1 {:.2} ms (a miss: {:.1} ms), {:.0} req/s at c=32",
-                h1.stats.p50_ms, o1.stats.p50_ms, h32.stats.per_sec
-            );
+    for route in ROUTES {
+        for photo in MEASURED {
+            if let Some(line) = goals(rows, route, photo, w) {
+                let _ = writeln!(s, "- {route}, {photo}: {line}");
+            }
         }
     }
-    let rss = |stack: &str| rows.iter().find(|r| r.stack == stack).map_or(f64::NAN, |r| r.rss_mib);
-    let ratio = rss(OSPREY) / rss(FLASK);
-    if ratio.is_finite() {
-        let _ = writeln!(
-            s,
-            "- peak RSS, all three models: osprey {:.0} MiB = {ratio:.2}x the Flask stack's {:.0} MiB (goal ≤ 0.5x: {})",
-            rss(OSPREY),
-            rss(FLASK),
-            mark(ratio <= 0.5)
-        );
+    // The peer's lighter configuration counts: the goal is against its best.
+    let peak = |names: &[&str]| memory.iter().filter(|m| names.contains(&m.stack)).map(|m| m.peak_mib).fold(f64::NAN, f64::min);
+    let ours = peak(&[OSPREY]);
+    for (peer, names, goal) in [("the Flask stack's", [FLASK1, FLASK2], 0.5), ("FastAPI's", [FASTAPI1, FASTAPI2], 0.8)] {
+        let ratio = ours / peak(&names);
+        if ratio.is_finite() {
+            let _ = writeln!(
+                s,
+                "- peak RSS, all three models: osprey {ours:.0} MiB = {ratio:.2}x {peer} {:.0} MiB (goal ≤ {goal}x: {})",
+                peak(&names),
+                mark(ratio <= goal)
+            );
+        }
     }
     s
 }
@@ -571,36 +700,48 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
-/// One route's goals: osprey against the better peer on each figure.
-fn goals(rows: &[Row], route: &str, w: Window) -> Option<String> {
-    let cell = |stack: &str, n: usize| rows.iter().find(|r| r.route == route && r.stack == stack && r.concurrency == n);
-    let best_rate = |stack: &str| rows.iter().filter(|r| r.route == route && r.stack == stack).map(|r| r.stats.per_sec).fold(f64::NAN, f64::max);
+/// The saturation goal for a route and photo, if the issue sets one.
+fn saturation_goal(route: &str, photo: &str) -> Option<f64> {
+    match (route, photo == BIG) {
+        ("/v1/detect", false) => Some(1.05),
+        ("/v1/detect", true) => None,
+        (_, false) => Some(1.2),
+        (_, true) => Some(2.0),
+    }
+}
+
+/// One route and photo: osprey against the better peer on each figure.
+fn goals(rows: &[Row], route: &str, photo: &str, w: Window) -> Option<String> {
+    let here = |r: &&Row| r.route == route && r.photo == photo;
+    let cell = |stack: &str, n: usize| rows.iter().filter(here).find(|r| r.stack == stack && r.concurrency == n);
+    let best_rate = |stack: &str| rows.iter().filter(here).filter(|r| r.stack == stack).map(|r| r.stats.per_sec).fold(f64::NAN, f64::max);
     // The better peer on a figure: the one with the best value of it.
     let better = |value: &dyn Fn(&str) -> f64, lower: bool| -> Option<(&str, f64)> {
-        let ok = [FLASK, FASTAPI].into_iter().map(|p| (p, value(p))).filter(|(_, v)| v.is_finite());
+        let ok = PEERS.into_iter().map(|p| (p, value(p))).filter(|(_, v)| v.is_finite());
         if lower {
             ok.min_by(|a, b| a.1.total_cmp(&b.1))
         } else {
             ok.max_by(|a, b| a.1.total_cmp(&b.1))
         }
     };
-    let (o1, o32) = (cell(OSPREY, 1)?, cell(OSPREY, 32)?);
+    let o1 = cell(OSPREY, 1)?;
     let mut parts = Vec::new();
-    let goal = if route == "/v1/detect" { 1.1 } else { 1.4 };
     if let Some((p, v)) = better(&best_rate, false) {
         let ratio = best_rate(OSPREY) / v;
-        parts.push(format!("saturation {ratio:.2}x {p}'s (goal ≥ {goal}x: {})", mark(ratio >= goal)));
+        let goal = saturation_goal(route, photo).map_or("no goal".to_string(), |g| format!("goal ≥ {g}x: {}", mark(ratio >= g)));
+        parts.push(format!("saturation {:.1} req/s = {ratio:.2}x {p}'s {v:.1} ({goal})", best_rate(OSPREY)));
     }
     if let Some((p, v)) = better(&|p| cell(p, 1).map_or(f64::NAN, |r| r.stats.p50_ms), true) {
         let ratio = o1.stats.p50_ms / v;
         parts.push(format!("p50 at c=1 {ratio:.2}x {p}'s (goal ≤ 0.65x: {})", mark(ratio <= 0.65)));
     }
-    if let Some((p, v)) = better(&|p| cell(p, 32).map_or(f64::NAN, |r| r.stats.p99_ms), true) {
+    let p99 = better(&|p| cell(p, 32).map_or(f64::NAN, |r| r.stats.p99_ms), true);
+    if let (Some((p, v)), Some(o32)) = (p99, cell(OSPREY, 32)) {
         let ratio = o32.stats.p99_ms / v;
         // A request of the window's first round at c=32 can take longer than warm-up + window.
         let cut = (w.warmup + w.measure).as_secs_f64() * 1e3 * 0.8;
-        let note = if v >= cut || o32.stats.p99_ms >= cut { "; cut short by the window: set OSPREY_BENCH_SECS=30" } else { "" };
-        parts.push(format!("p99 at c=32 {ratio:.2}x {p}'s (goal ≤ 0.8x: {}{note})", mark(ratio <= 0.8)));
+        let note = if v >= cut || o32.stats.p99_ms >= cut { ", cut short by the window: set OSPREY_BENCH_SECS=30" } else { "" };
+        parts.push(format!("p99 at c=32 {ratio:.2}x {p}'s (no goal{note})"));
     }
     Some(parts.join("; "))
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server, the real models, real photos, over HTTP.
 
 mod bad_input;
+mod big_photo;
 mod client;
 mod redis;
 mod detect;

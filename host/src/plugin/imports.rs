@@ -100,15 +100,24 @@ impl imaging::Host for HostView<'_> {
             Err(e) => return Ok(Err(stage_error(&e))),
         };
         match img::to_tensor(self.table.get(&image)?, &spec) {
-            Ok((tensor, p)) => {
-                let placement = types::Placement {
-                    scale_x: p.scale_x,
-                    scale_y: p.scale_y,
-                    pad_x: p.pad_x as f32,
-                    pad_y: p.pad_y as f32,
-                    input: types::Size { width: spec.width, height: spec.height },
-                };
-                Ok(Ok((self.table.push(tensor)?, placement)))
+            Ok((tensor, p)) => Ok(Ok((self.table.push(tensor)?, placement(&p, &spec)))),
+            Err(e) => Ok(Err(stage_error(&e))),
+        }
+    }
+
+    fn decode_to_tensor(
+        &mut self,
+        data: Resource<Blob>,
+        limits: imaging::DecodeLimits,
+        spec: imaging::TensorSpec,
+    ) -> wasmtime::Result<Result<(Resource<Tensor>, types::Placement, types::Size), types::StageError>> {
+        let spec = match tensor_spec(&spec) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(stage_error(&e))),
+        };
+        match img::decode_to_tensor(&self.table.get(&data)?.bytes, limits.max_pixels, &spec) {
+            Ok((tensor, p, (width, height))) => {
+                Ok(Ok((self.table.push(tensor)?, placement(&p, &spec), types::Size { width, height })))
             }
             Err(e) => Ok(Err(stage_error(&e))),
         }
@@ -139,6 +148,16 @@ impl imaging::Host for HostView<'_> {
             Ok((bytes, content_type)) => Ok(Ok(self.table.push(Blob { content_type: content_type.into(), bytes: bytes.into() })?)),
             Err(e) => Ok(Err(stage_error(&e))),
         }
+    }
+}
+
+fn placement(p: &img::Placement, spec: &img::TensorSpec) -> types::Placement {
+    types::Placement {
+        scale_x: p.scale_x,
+        scale_y: p.scale_y,
+        pad_x: p.pad_x as f32,
+        pad_y: p.pad_y as f32,
+        input: types::Size { width: spec.width, height: spec.height },
     }
 }
 

@@ -7,8 +7,9 @@
 //! The image comes from `frame.image` when an earlier stage kept one (so a
 //! chain that prepares two inputs decodes the upload once), else from
 //! decoding `frame.input`, which stays in the frame. The decoded image is
-//! dropped unless `keep_image` is set. The new tensor is appended to
-//! `frame.tensors` under `input_name`.
+//! dropped unless `keep_image` is set; without it the host decodes straight
+//! into the tensor, and may decode a big JPEG at a reduced scale. The new
+//! tensor is appended to `frame.tensors` under `input_name`.
 //!
 //! Settings (all optional): `{"width": 640, "height": 640, "fit":
 //! "letterbox"|"stretch", "pad": 114, "layout": "nhwc"|"nchw", "channels":
@@ -17,8 +18,8 @@
 
 use osprey_plugin_sdk::settings::{check_range, parse, whole};
 use osprey_plugin_sdk::{
-    export_stage, imaging, take_image, Channels, Fit, Frame, Layout, NamedTensor, Size, Stage,
-    StageError, TensorSpec, TensorType,
+    export_stage, imaging, take_image, Channels, DecodeLimits, Fit, Frame, Layout, NamedTensor,
+    Size, Stage, StageError, TensorSpec, TensorType,
 };
 use serde::Deserialize;
 
@@ -157,6 +158,9 @@ struct ImagePrep;
 impl Stage for ImagePrep {
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
+        if frame.image.is_none() && !s.keep_image {
+            return Self::decode_into_tensor(frame, s);
+        }
         // An image kept by an earlier stage is passed on as it came; a
         // decoded upload only with `keep_image` (the upload stays in the frame).
         let (image, from_frame) = take_image(&mut frame, s.max_pixels, "no upload in the frame")?;
@@ -172,6 +176,31 @@ impl Stage for ImagePrep {
         });
         Ok(Frame {
             image: keep.then_some(image),
+            source: Some(source),
+            placement: Some(placement),
+            ..frame
+        })
+    }
+}
+
+impl ImagePrep {
+    /// No pixels are kept, so the host may decode at a reduced scale; the
+    /// size and placement it gives back are in the upload's own pixels.
+    fn decode_into_tensor(mut frame: Frame, s: Settings) -> Result<Frame, StageError> {
+        let blob = frame
+            .input
+            .as_ref()
+            .ok_or_else(|| StageError::bad_input("no upload in the frame"))?;
+        let limits = DecodeLimits {
+            max_pixels: s.max_pixels,
+        };
+        let (tensor, placement, source) =
+            imaging::decode_to_tensor(blob, limits, &s.tensor_spec())?;
+        frame.tensors.push(NamedTensor {
+            name: s.input_name,
+            tensor,
+        });
+        Ok(Frame {
             source: Some(source),
             placement: Some(placement),
             ..frame
