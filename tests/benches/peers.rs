@@ -248,15 +248,7 @@ fn prep_times() -> String {
     ];
     let median_ms = |f: &dyn Fn()| -> f64 {
         f();
-        let mut t: Vec<f64> = (0..15)
-            .map(|_| {
-                let start = Instant::now();
-                f();
-                start.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
+        load::median_ms(15, &mut || f())
     };
     let mut s = format!(
         "Osprey's preparation of {BIG} (decode + resize into the model input, ms, median of 15 on one thread, this process):\n\n\

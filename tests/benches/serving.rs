@@ -306,17 +306,7 @@ fn tensor_spec(s: &Map<String, Value>) -> (TensorSpec, u64) {
 impl Pipeline {
     /// Median ms of each step of one request, run alone (no contention).
     fn print_split(&self, bytes: &[u8]) {
-        let median = |f: &mut dyn FnMut()| -> f64 {
-            let mut v: Vec<f64> = (0..15)
-                .map(|_| {
-                    let t = Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let median = |f: &mut dyn FnMut()| -> f64 { load::median_ms(15, f) };
         let image = imaging::decode(bytes, self.max_pixels).expect("decode");
         let (input, placement, source) = self.prepare(bytes);
         let outputs = self.infer(input.clone());

@@ -173,3 +173,17 @@ pub fn one(client: &reqwest::blocking::Client, url: &str, content_type: &str, bo
     assert_eq!(resp.status(), 200, "POST {url}");
     resp.json().expect("a JSON answer")
 }
+
+/// The median wall time of `runs` calls of `f`, in milliseconds.
+#[allow(dead_code)] // each bench uses what it measures
+pub fn median_ms(runs: usize, f: &mut dyn FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
