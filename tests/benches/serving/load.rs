@@ -108,6 +108,7 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
 
 /// `concurrency` keep-alive connections, each POSTing `body` in a loop for
 /// the window. One client thread: the 2-core machine has the server to run.
+#[allow(dead_code)] // used by peers.rs; serving.rs sends distinct bodies only
 pub fn http(url: &str, content_type: &str, body: &[u8], concurrency: usize, w: Window) -> Stats {
     load(url, content_type, body, concurrency, w, false)
 }
