@@ -13,10 +13,11 @@ use super::raw::{RawStage, RawConfig, RawModel, RawRoute};
 use super::{AdminSettings, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef, VideoSettings};
 use crate::nn::{Batching, ElemType, LoadSpec, Target, Threads};
 
-/// Sessions per model when the config does not say. Measured with the three
-/// default models on 2 cores (a busy machine): a second session each cost 83
-/// MiB of RSS (its copy of the weights and activations) and bought no
-/// throughput that stood out of the noise, the shared pool being busy already.
+/// Sessions per model when the config does not say: the least memory. A
+/// second session each costs ~80 MiB of RSS (its copy of the weights and
+/// activations); on a quiet 2-core machine it bought 1.15-1.39x the
+/// saturation throughput (README, Benchmarks), so the default config asks for
+/// two while configs that say nothing stay lean.
 const DEFAULT_INSTANCES: usize = 1;
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 /// Paths the host answers itself; routes may not take them.
