@@ -17,10 +17,10 @@
 //!    - `route`: an upload through a route: the result cache, a turn to run, the chain, the answer.
 //!    - `state`: `Shared`, what every entry point shares: the snapshot being served, the services.
 //!    - `http`: the response body, `ServeError`, the one map from errors to HTTP, reading uploads.
-//! 4. Services that outlive a snapshot:
-//!    - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
-//!    - `tls`: certificates from ACME or files, the handshake, the plain redirect listener.
+//! 4. Services that outlive a snapshot, each importing only those after it:
 //!    - `upstream`: pools of osprey nodes a gateway forwards routes to; health, retry, deadline.
+//!    - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
+//!    - `tls`: certificates from ACME or files, the handshake, the redirect listener, a client's trust.
 //! 5. The corridor, each importing only those after it:
 //!    - `snapshot`: the immutable set of compiled plugins, loaded models and routes.
 //!    - `chain`: builds a route's chain of stages and runs it on a blocking thread.

@@ -12,7 +12,7 @@ const FLOORS: &[(&[&str], bool)] = &[
     (&["cli", "client", "server"], true),
     (&["oip", "video", "reload"], false),
     (&["route", "state", "http"], true),
-    (&["cache", "tls", "upstream"], false),
+    (&["upstream", "cache", "tls"], true),
     (&["snapshot", "chain", "plugin", "imaging"], true),
     (&["config", "ratelimit", "nn", "metrics"], true),
 ];

@@ -6,18 +6,16 @@
 //! Its events are logged here, each failure with its cause and what to check.
 
 use std::io;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
 use rustls_acme::acme::{AcmeError, Identifier, Problem};
 use rustls_acme::caches::DirCache;
 use rustls_acme::{AccountCache, AcmeConfig, AcmeState, CertCache, EventError, EventOk, OrderError, ResolvesServerCertAcme, UseChallenge};
 
-use super::{cert_info, provider, server_config, Acceptor, Status, Tls, TlsError};
+use super::{cert_info, client_config, server_config, Acceptor, Status, Tls, TlsError};
 use crate::config::{AcmeSettings, Challenge};
 
 /// Where the plain listener finds the answers to HTTP-01 challenges.
@@ -47,26 +45,6 @@ pub fn start(s: &AcmeSettings) -> Result<Tls, TlsError> {
     tracing::info!(domains = ?s.domains, directory = s.directory.url(), cache = %s.cache_dir.display(), "ACME: loading the cached certificate or ordering one");
     tokio::spawn(events(state, seen, status.clone(), s.domains.join(", ")));
     Ok(Tls { acceptor, status, http01 })
-}
-
-/// The Web PKI roots, plus `ca_root` (a private or test CA) when set.
-fn client_config(ca_root: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_root {
-        let file_error = |why: String| TlsError::File { what: "ca_root", path: path.to_path_buf(), why };
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| file_error(e.to_string()))?;
-        let mut added = 0;
-        for cert in certs {
-            roots.add(cert.map_err(|e| file_error(e.to_string()))?).map_err(|e| file_error(e.to_string()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(file_error("no CERTIFICATE block in it".into()));
-        }
-    }
-    let config = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// The last certificate PEM the cache loaded or stored: rustls-acme keeps the

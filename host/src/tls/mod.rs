@@ -17,13 +17,15 @@ pub mod files;
 pub mod redirect;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use rustls::server::ResolvesServerCert;
-use rustls::ServerConfig;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -47,6 +49,27 @@ pub enum TlsError {
 /// The ring provider, named explicitly so no other provider can sneak in.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client's trust: the Web PKI roots, plus `ca_root` (a private or test CA)
+/// when set. The ACME client and a gateway's TLS connections to its nodes use it.
+pub fn client_config(ca_root: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_root {
+        let file_error = |why: String| TlsError::File { what: "ca_root", path: path.to_path_buf(), why };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| file_error(e.to_string()))?;
+        let mut added = 0;
+        for cert in certs {
+            roots.add(cert.map_err(|e| file_error(e.to_string()))?).map_err(|e| file_error(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(file_error("no CERTIFICATE block in it".into()));
+        }
+    }
+    let config = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Certificates resolved per handshake by `resolver`; ALPN h2 then http/1.1.

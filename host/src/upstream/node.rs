@@ -120,19 +120,13 @@ where
     Ok(sender)
 }
 
-/// The web PKI roots, and ALPN h2: nodes over https are public servers.
+/// The Web PKI roots (`tls::client_config`), and ALPN h2: nodes over https
+/// are public servers that speak HTTP/2.
 fn tls_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let mut config = (*crate::tls::client_config(None).expect("the Web PKI roots and ring's protocol versions make a config")).clone();
             config.alpn_protocols = vec![b"h2".to_vec()];
             Arc::new(config)
         })
