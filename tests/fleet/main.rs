@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use osprey_tests::process::{free_addr, Osprey};
+use osprey_tests::process::{free_addr, Osprey, ANY_PORT};
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ fn post(url: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
 
 /// A gateway config of upstream routes only: no models, no plugins.
 fn gateway_config(test: &str, nodes: &[String], extra: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("osprey-fleet-{}-{test}", std::process::id()));
+    let dir = std::env::temp_dir().join(osprey_tests::unique_name(&format!("osprey-fleet-{test}")));
     std::fs::create_dir_all(&dir).unwrap();
     let list = nodes.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
     let text = format!(
@@ -72,9 +72,9 @@ struct Fleet {
 /// handles and leave the servers running), and runs its cases in turn.
 #[test]
 fn a_gateway_in_front_of_two_nodes() {
-    let nodes: Vec<Osprey> = (0..2).map(|_| Osprey::start(&node_config(), free_addr())).collect();
+    let nodes: Vec<Osprey> = (0..2).map(|_| Osprey::start(&node_config(), ANY_PORT)).collect();
     let urls: Vec<String> = nodes.iter().map(|n| n.url("")).collect();
-    let gateway = Osprey::start(&gateway_config("shared", &urls, "health_interval_ms = 200"), free_addr());
+    let gateway = Osprey::start(&gateway_config("shared", &urls, "health_interval_ms = 200"), ANY_PORT);
     let f = Fleet { nodes, gateway };
     forwards_to_a_node_and_names_it(&f);
     concurrent_requests_spread_over_the_nodes(&f);
@@ -151,7 +151,7 @@ fn a_refused_connection_is_retried_on_another_node(f: &Fleet) {
     // Nothing listens at the first node; checks are rare, so only the refusal takes it out.
     let dead = format!("http://{}", free_addr());
     let config = gateway_config("retry", &[dead.clone(), f.nodes[1].url("")], "health_interval_ms = 60000");
-    let gateway = Osprey::start(&config, free_addr());
+    let gateway = Osprey::start(&config, ANY_PORT);
     let (status, node, body) = post(&gateway.url("/v1/detect/fast"), fresh_dog());
     assert_eq!(status, 200, "{body}");
     assert_eq!(node.as_deref(), Some(f.nodes[1].url("").as_str()));
@@ -164,7 +164,7 @@ fn a_refused_connection_is_retried_on_another_node(f: &Fleet) {
 #[test]
 fn no_healthy_node_is_a_503_with_retry_after() {
     let dead = format!("http://{}", free_addr());
-    let gateway = Osprey::start(&gateway_config("none", &[dead], "health_interval_ms = 100"), free_addr());
+    let gateway = Osprey::start(&gateway_config("none", &[dead], "health_interval_ms = 100"), ANY_PORT);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let resp = client().post(gateway.url("/v1/detect/fast")).header("content-type", "image/jpeg").body(fresh_dog()).send().unwrap();
@@ -199,11 +199,11 @@ fn load(url: String, threads: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::
 
 #[test]
 fn a_node_killed_under_load_fails_no_request_and_comes_back_when_restarted() {
-    let addrs = [free_addr(), free_addr()];
-    let mut nodes: Vec<Osprey> = addrs.iter().map(|a| Osprey::start(&node_config(), *a)).collect();
+    let mut nodes: Vec<Osprey> = (0..2).map(|_| Osprey::start(&node_config(), ANY_PORT)).collect();
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let urls: Vec<String> = nodes.iter().map(|n| n.url("")).collect();
     // The default health interval (1 s): what an operator gets.
-    let gateway = Osprey::start(&gateway_config("failover", &urls, ""), free_addr());
+    let gateway = Osprey::start(&gateway_config("failover", &urls, ""), ANY_PORT);
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(gateway.url("/v1/detect/fast"), 4, stop.clone());
     std::thread::sleep(Duration::from_millis(1500));

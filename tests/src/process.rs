@@ -68,8 +68,13 @@ impl Drop for Osprey {
     }
 }
 
-/// A loopback address whose port is free now (for a server that must come
-/// back on the same address after a restart).
+/// Any free loopback port, chosen by the server as it binds: no other
+/// listener can take it between a probe and the bind.
+pub const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// A loopback address whose port is free now, where nothing listens (a
+/// node that is down). It is only free until someone binds it: a server
+/// should listen on `ANY_PORT` instead.
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
 }

@@ -79,7 +79,7 @@ pub struct Server {
 impl Server {
     /// Starts the release binary and waits for its "listening on" line.
     pub fn start(binary: &Path, config: &Path) -> Server {
-        let osprey = osprey_tests::process::Osprey::start_binary(binary, config, SocketAddr::from(([127, 0, 0, 1], 0)));
+        let osprey = osprey_tests::process::Osprey::start_binary(binary, config, osprey_tests::process::ANY_PORT);
         Server { addr: osprey.addr, osprey }
     }
 
