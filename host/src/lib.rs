@@ -30,6 +30,7 @@
 //!    - `config`: TOML config, parsed raw then validated, errors with line and column
 //!      (in the vocabulary of `nn` and `ratelimit`).
 //!    - `ratelimit`: token buckets per client and route (memory or Redis).
+//!    - `redis`: the Redis that cache and buckets share; timeouts, down and back, local meanwhile.
 //!    - `nn`: ONNX Runtime sessions, queues and batching: the models.
 //!    - `metrics`: Prometheus metrics at `/metrics`.
 
@@ -45,6 +46,7 @@ pub mod nn;
 pub mod oip;
 pub mod plugin;
 pub mod ratelimit;
+pub mod redis;
 pub mod reload;
 pub mod route;
 pub mod server;

@@ -25,6 +25,24 @@ pub enum CacheResult {
     miss,
 }
 
+/// What fell back to local state while Redis was down.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Local {
+    cache,
+    ratelimit,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LocalLabel {
+    pub used: Local,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UrlLabel {
+    pub url: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: ReloadOutcome,
@@ -105,6 +123,9 @@ pub struct Metrics {
     pub upstream_duration: Histograms<NodeLabels>,
     pub upstream_inflight: Family<NodeLabels, Gauge>,
     pub upstream_healthy: Family<NodeLabels, Gauge>,
+    /// By the URL Redis is reached at (without its password); absent without `[redis]`.
+    pub redis_up: Family<UrlLabel, Gauge>,
+    pub redis_local: Family<LocalLabel, Counter>,
 }
 
 /// The process's metrics.
@@ -135,6 +156,8 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(seconds),
             upstream_inflight: Family::default(),
             upstream_healthy: Family::default(),
+            redis_up: Family::default(),
+            redis_local: Family::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -155,6 +178,8 @@ impl Metrics {
         r.register("upstream_duration_seconds", "Time a node took to answer a forwarded request", m.upstream_duration.clone());
         r.register("upstream_in_flight", "Requests in flight to a node", m.upstream_inflight.clone());
         r.register("upstream_healthy", "1 while a node is in its pool (its /readyz answers), else 0", m.upstream_healthy.clone());
+        r.register("redis_up", "1 while Redis answers, 0 while this host serves from its own cache and token buckets", m.redis_up.clone());
+        r.register("redis_local", "Cache lookups and token-bucket checks served locally because Redis was down, by use", m.redis_local.clone());
         Metrics { registry: r, ..m }
     }
 
@@ -162,6 +187,11 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+
+    /// Counts one use of local state in Redis' place.
+    pub fn redis_local(&self, used: Local) {
+        self.redis_local.get_or_create(&LocalLabel { used }).inc();
     }
 
     pub fn queue_wait(&self, model: &str) -> Histogram {

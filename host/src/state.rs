@@ -10,8 +10,9 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::cache::{connect_redis, Cache, CacheError};
+use crate::cache::{Cache, CacheError};
 use crate::ratelimit::{Limiter, SystemClock};
+use crate::redis::Redis;
 use crate::snapshot::Snapshot;
 use crate::upstream::Pools;
 
@@ -37,14 +38,17 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Connects the services the config names (Redis when `[redis] url` is set).
+    /// Makes the services the config names. With `[redis] url`, a host
+    /// starts even while Redis is away: it serves from local state meanwhile.
     pub async fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Result<Arc<Self>, CacheError> {
+        let (bytes, clock) = (snapshot.config.cache_bytes, Box::<SystemClock>::default());
         let (cache, limiter) = match &snapshot.config.redis {
-            Some(url) => {
-                let conn = connect_redis(url).await?;
-                (Cache::redis(conn.clone(), url), Limiter::redis(conn, url))
+            Some(settings) => {
+                let redis = Redis::open(settings).map_err(|e| CacheError::Redis { url: crate::redis::without_password(&settings.url), why: e.to_string() })?;
+                redis.check().await;
+                (Cache::redis(redis.clone(), bytes), Limiter::redis(redis, clock))
             }
-            None => (Cache::memory(snapshot.config.cache_bytes), Limiter::memory(Box::<SystemClock>::default())),
+            None => (Cache::memory(bytes), Limiter::memory(clock)),
         };
         Ok(Self::with(snapshot, config_path, cache, limiter))
     }

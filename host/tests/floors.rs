@@ -14,7 +14,7 @@ const FLOORS: &[(&[&str], bool)] = &[
     (&["route", "state", "http"], true),
     (&["upstream", "cache", "tls"], true),
     (&["snapshot", "chain", "plugin", "imaging"], true),
-    (&["config", "ratelimit", "nn", "metrics"], true),
+    (&["config", "ratelimit", "redis", "nn", "metrics"], true),
 ];
 
 fn place(room: &str) -> Option<(usize, usize, bool)> {

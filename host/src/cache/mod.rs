@@ -2,16 +2,18 @@
 //! that decides them (route, plugin and model versions, parameters, input
 //! bytes), so a reload never serves a stale answer and equal requests share
 //! one. In memory (an LRU bounded in bytes) by default; in Redis when
-//! `[redis] url` is set, so several hosts share it. The cache is best-effort:
-//! a Redis error is a miss and a log line, never a failed request.
+//! `[redis] url` is set, so several hosts share it, with the memory standing
+//! in while Redis is down (`crate::redis`): never a failed request.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::Local;
 use crate::plugin::engine::hex;
+use crate::redis::Redis;
 
 /// Bodies larger than this are hashed on a blocking thread.
 const INLINE_HASH_BYTES: usize = 256 << 10;
@@ -22,9 +24,11 @@ pub enum CacheError {
     Redis { url: String, why: String },
 }
 
-pub enum Cache {
-    Memory(quick_cache::sync::Cache<String, Entry, Weight>),
-    Redis { conn: ConnectionManager, url: String },
+/// Answers in this host's memory, and in Redis when one is set: then the
+/// memory is where answers go while Redis is down.
+pub struct Cache {
+    local: quick_cache::sync::Cache<String, Entry, Weight>,
+    redis: Option<Arc<Redis>>,
 }
 
 #[derive(Clone)]
@@ -46,57 +50,49 @@ impl Cache {
     pub fn memory(max_bytes: u64) -> Cache {
         // quick_cache wants an item estimate for its index; a typical answer is ~1 KB.
         let items = (max_bytes / 1024).clamp(16, 10_000_000) as usize;
-        Cache::Memory(quick_cache::sync::Cache::with_weighter(items, max_bytes, Weight))
+        Cache { local: quick_cache::sync::Cache::with_weighter(items, max_bytes, Weight), redis: None }
     }
 
-    pub fn redis(conn: ConnectionManager, url: &str) -> Cache {
-        Cache::Redis { conn, url: url.into() }
+    /// In Redis, with `max_bytes` of memory for the times it is down.
+    pub fn redis(redis: Arc<Redis>, max_bytes: u64) -> Cache {
+        Cache { redis: Some(redis), ..Cache::memory(max_bytes) }
+    }
+
+    /// The Redis this cache (and the token buckets) share, for `/readyz`.
+    pub fn shared_through(&self) -> Option<&Arc<Redis>> {
+        self.redis.as_ref()
     }
 
     pub async fn get(&self, key: &str) -> Option<Bytes> {
-        match self {
-            Cache::Memory(c) => {
-                let e = c.get(key)?;
-                if e.expires > Instant::now() {
-                    Some(e.body)
-                } else {
-                    c.remove(key);
-                    None
-                }
+        if let Some(redis) = &self.redis {
+            let key = redis_key(key);
+            let got: Option<Option<Vec<u8>>> = redis.run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await;
+            match got {
+                Some(found) => return found.map(Bytes::from),
+                None => crate::metrics::global().redis_local(Local::cache),
             }
-            Cache::Redis { conn, url } => {
-                let got: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET").arg(redis_key(key)).query_async(&mut conn.clone()).await;
-                got.unwrap_or_else(|e| {
-                    tracing::warn!("cache: redis at {url}: {e}; treating as a miss");
-                    None
-                })
-                .map(Bytes::from)
-            }
+        }
+        let e = self.local.get(key)?;
+        if e.expires > Instant::now() {
+            Some(e.body)
+        } else {
+            self.local.remove(key);
+            None
         }
     }
 
     pub async fn put(&self, key: String, body: Bytes, ttl: Duration) {
-        match self {
-            Cache::Memory(c) => {
-                c.insert(key, Entry { body, expires: Instant::now() + ttl });
-                crate::metrics::global().cache_bytes.set(c.weight() as i64);
-            }
-            Cache::Redis { conn, url } => {
-                let set: redis::RedisResult<()> =
-                    redis::cmd("SET").arg(redis_key(&key)).arg(body.as_ref()).arg("EX").arg(ttl.as_secs().max(1)).query_async(&mut conn.clone()).await;
-                if let Err(e) = set {
-                    tracing::warn!("cache: redis at {url}: {e}; answer not stored");
-                }
+        if let Some(redis) = &self.redis {
+            let (k, b) = (redis_key(&key), body.clone());
+            let set: Option<()> =
+                redis.run(|mut c| async move { redis::cmd("SET").arg(k).arg(b.as_ref()).arg("EX").arg(ttl.as_secs().max(1)).query_async(&mut c).await }).await;
+            if set.is_some() {
+                return;
             }
         }
+        self.local.insert(key, Entry { body, expires: Instant::now() + ttl });
+        crate::metrics::global().cache_bytes.set(self.local.weight() as i64);
     }
-}
-
-/// One connection to Redis, shared by the cache and the token buckets.
-pub async fn connect_redis(url: &str) -> Result<ConnectionManager, CacheError> {
-    let fail = |e: redis::RedisError| CacheError::Redis { url: url.into(), why: e.to_string() };
-    let client = redis::Client::open(url).map_err(fail)?;
-    ConnectionManager::new(client).await.map_err(fail)
 }
 
 fn redis_key(key: &str) -> String {
@@ -159,7 +155,6 @@ mod tests {
         for i in 0..100 {
             c.put(format!("k{i}"), Bytes::from(vec![0; 500]), Duration::from_secs(60)).await;
         }
-        let Cache::Memory(m) = &c else { unreachable!() };
-        assert!(m.weight() <= 4096, "weight {}", m.weight());
+        assert!(c.local.weight() <= 4096, "weight {}", c.local.weight());
     }
 }

@@ -55,17 +55,25 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
         }
     }
     let cache_bytes = raw.cache.max_bytes.as_ref().map_or(256 << 20, |v| *v.get_ref());
-    let redis = raw.redis.as_ref().and_then(|r| {
-        let ok = r.url.get_ref().starts_with("redis://") || r.url.get_ref().starts_with("rediss://");
-        if !ok {
-            d.error(r.url.span(), format!("redis url \"{}\" is not a redis:// URL", r.url.get_ref()), Some("like \"redis://127.0.0.1:6379\"".into()));
-        }
-        ok.then(|| r.url.get_ref().clone())
-    });
+    let redis = raw.redis.as_ref().and_then(|r| redis(r, d));
     let tls = super::tls::compile(&raw.tls, server.listen, base, d);
     let video = video(&raw.video, d);
     let upstreams = super::upstream::compile(&raw, d);
     d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls, video, upstreams })
+}
+
+/// `[redis]`: a redis:// URL and, when given, positive times. The default
+/// timeout is far above a LAN's answer (well under a millisecond) and still
+/// what a request may lose to a Redis that stops answering.
+fn redis(r: &super::raw::RawRedis, d: &mut Diagnostics<'_>) -> Option<crate::redis::Settings> {
+    let url = r.url.get_ref();
+    let ok = url.starts_with("redis://") || url.starts_with("rediss://");
+    if !ok {
+        d.error(r.url.span(), format!("redis url \"{url}\" is not a redis:// URL"), Some("like \"redis://127.0.0.1:6379\"".into()));
+    }
+    let timeout = r.timeout_ms.as_ref().map_or(Some(Duration::from_millis(250)), |v| positive_ms(v, "[redis] timeout_ms", d));
+    let recheck = r.recheck_ms.as_ref().map_or(Some(Duration::from_secs(1)), |v| positive_ms(v, "[redis] recheck_ms", d));
+    Some(crate::redis::Settings { url: url.clone(), timeout: timeout?, recheck: recheck? }).filter(|_| ok)
 }
 
 /// `[video]`: every bound above zero, the rates within reason.

@@ -28,8 +28,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// Bytes the in-memory result cache may hold.
     pub cache_bytes: u64,
-    /// Redis URL: when set, the cache and the token buckets live there.
-    pub redis: Option<String>,
+    /// When set, the cache and the token buckets live in Redis (local while it is down).
+    pub redis: Option<crate::redis::Settings>,
     /// HTTPS on `server.listen` (and an optional plain redirect listener), or off.
     pub tls: TlsSettings,
     pub video: VideoSettings,

@@ -64,7 +64,7 @@ pub struct RawVideo {
     pub idle_cancel_s: Option<Spanned<u64>>,
 }
 
-/// The in-memory result cache (unused when `[redis]` is set).
+/// The in-memory result cache (with `[redis]`, where answers go while Redis is down).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
@@ -78,6 +78,10 @@ pub struct RawCache {
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     pub url: Spanned<String>,
+    /// The longest one Redis call may take (connecting included), in milliseconds.
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// While Redis is down, how often it is asked again, in milliseconds.
+    pub recheck_ms: Option<Spanned<u64>>,
 }
 
 /// The admin API; off unless a token is set here or in `OSPREY_ADMIN_TOKEN`.

@@ -1,13 +1,16 @@
 //! Token buckets per client and route: `rate` tokens a second up to `burst`,
 //! one per request. In memory by default; in Redis (one Lua script, the same
-//! arithmetic) when `[redis] url` is set, so limits hold across hosts.
+//! arithmetic) when `[redis] url` is set, so limits hold across hosts, with
+//! the memory buckets standing in while Redis is down (`crate::redis`): a
+//! limit still holds then, per host, and never fails open.
 //! Generic over a clock, so tests move time by hand instead of sleeping.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::metrics::Local;
+use crate::redis::Redis;
 
 /// A route's limit, from the config.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,47 +60,47 @@ fn take(b: &mut Bucket, now: Duration, limit: Limit) -> Result<(), Duration> {
 /// Buckets kept in memory beyond this are pruned (the full ones first).
 const MAX_BUCKETS: usize = 100_000;
 
-pub enum Limiter {
-    Memory { clock: Box<dyn Clock>, buckets: Mutex<HashMap<(String, String), Bucket>> },
-    Redis { conn: ConnectionManager, url: String, script: redis::Script },
+/// The buckets: in this host's memory, or in Redis with this host's memory
+/// standing in while Redis is down (a client then gets a fresh bucket here,
+/// and its Redis bucket again once Redis is back).
+pub struct Limiter {
+    clock: Box<dyn Clock>,
+    buckets: Mutex<HashMap<(String, String), Bucket>>,
+    redis: Option<(Arc<Redis>, redis::Script)>,
 }
 
 impl Limiter {
     pub fn memory(clock: Box<dyn Clock>) -> Limiter {
-        Limiter::Memory { clock, buckets: Mutex::new(HashMap::new()) }
+        Limiter { clock, buckets: Mutex::new(HashMap::new()), redis: None }
     }
 
-    pub fn redis(conn: ConnectionManager, url: &str) -> Limiter {
-        Limiter::Redis { conn, url: url.into(), script: redis::Script::new(LUA) }
+    pub fn redis(redis: Arc<Redis>, clock: Box<dyn Clock>) -> Limiter {
+        Limiter { redis: Some((redis, redis::Script::new(LUA))), ..Limiter::memory(clock) }
     }
 
     /// Takes a token of `client`'s bucket on `route`, or says when to retry.
     pub async fn check(&self, route: &str, client: &str, limit: Limit) -> Result<(), Duration> {
-        match self {
-            Limiter::Memory { clock, buckets } => {
-                let now = clock.now();
-                let mut map = buckets.lock().unwrap_or_else(|p| p.into_inner());
-                if map.len() >= MAX_BUCKETS {
-                    prune(&mut map, now, limit);
-                }
-                let b = map.entry((route.to_string(), client.to_string())).or_insert(Bucket { tokens: limit.burst, at: now });
-                take(b, now, limit)
-            }
-            Limiter::Redis { conn, url, script } => {
-                let key = format!("osprey:bucket:{route}:{client}");
-                let wait: redis::RedisResult<String> =
-                    script.key(key).arg(limit.rate).arg(limit.burst).invoke_async(&mut conn.clone()).await;
-                match wait.map(|w| w.parse::<f64>().unwrap_or(0.0)) {
-                    Ok(w) if w > 0.0 => Err(Duration::from_secs_f64(w)),
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        // Fail open: an outage of the limiter must not take the service down.
-                        tracing::warn!("rate limit: redis at {url}: {e}; letting the request through");
-                        Ok(())
-                    }
-                }
+        if let Some((redis, script)) = &self.redis {
+            let key = format!("osprey:bucket:{route}:{client}");
+            let wait: Option<String> =
+                redis.run(|mut c| async move { script.key(key).arg(limit.rate).arg(limit.burst).invoke_async(&mut c).await }).await;
+            match wait.map(|w| w.parse::<f64>().unwrap_or(0.0)) {
+                Some(w) if w > 0.0 => return Err(Duration::from_secs_f64(w)),
+                Some(_) => return Ok(()),
+                None => crate::metrics::global().redis_local(Local::ratelimit),
             }
         }
+        self.local(route, client, limit)
+    }
+
+    fn local(&self, route: &str, client: &str, limit: Limit) -> Result<(), Duration> {
+        let now = self.clock.now();
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_BUCKETS {
+            prune(&mut map, now, limit);
+        }
+        let b = map.entry((route.to_string(), client.to_string())).or_insert(Bucket { tokens: limit.burst, at: now });
+        take(b, now, limit)
     }
 }
 
@@ -132,7 +135,6 @@ return tostring(wait)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A clock the test moves.

@@ -198,6 +198,10 @@ fn ready(snapshot: &Snapshot, shared: &Shared) -> Response<Body> {
     if !snapshot.config.upstreams.is_empty() {
         answer["upstreams"] = shared.upstreams.status();
     }
+    // Still ready while Redis is down: this host serves from its own cache and buckets.
+    if let Some(redis) = shared.cache.shared_through() {
+        answer["redis"] = json!(redis.status());
+    }
     respond::json_response(StatusCode::OK, &answer)
 }
 
