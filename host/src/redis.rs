@@ -13,9 +13,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
-use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
 use crate::metrics::UrlLabel;
