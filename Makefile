@@ -108,9 +108,10 @@ browser-deps:
 # Debian packages whose servers the tests start themselves on 127.0.0.1.
 # pebble: a test ACME CA, and pebble-challtestsrv (its DNS), for tests/tls;
 # ffmpeg for the video endpoints and the watermark's H.264 test; chromium for
-# the page's browser tests.
-TEST_DEBS := redis-server pebble ffmpeg chromium
-TEST_CMDS := redis-server pebble pebble-challtestsrv ffmpeg ffprobe chromium
+# the page's browser tests; iproute2 (ip) and nftables (nft) for the network
+# namespaces of tests/netns and `make bench-fleet`.
+TEST_DEBS := redis-server pebble ffmpeg chromium iproute2 nftables
+TEST_CMDS := redis-server pebble pebble-challtestsrv ffmpeg ffprobe chromium ip nft
 
 # apt-get needs root: as another user it goes through `sudo -n` (no password
 # prompt: CI has no stdin), and the hint says what to run by hand.
