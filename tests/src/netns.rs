@@ -182,6 +182,8 @@ impl Network {
                 let public = self.public.namespace.as_deref().expect("a namespace");
                 let (end, ip_addr) = (format!("v{index}"), Ipv4Addr::new(10, 77, 0, 10 + u8::try_from(index).expect("< 245 hosts")));
                 ip(&["netns", "add", &ns]);
+                // Listed before it is wired: a failure below still deletes it on drop.
+                self.hosts.push(Host { role: role.into(), ip: ip_addr, reach, namespace: Some(ns.clone()), public_end: None });
                 ip(&["-n", &ns, "link", "set", "lo", "up"]);
                 // Both ends are made inside namespaces: no name taken on the machine itself.
                 ip(&["-n", public, "link", "add", &end, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
@@ -191,6 +193,7 @@ impl Network {
                 if reach == Reach::OutboundOnly {
                     behind_nat(&ns);
                 }
+                self.hosts.pop();
                 Host { role: role.into(), ip: ip_addr, reach, namespace: Some(ns), public_end: Some(end) }
             }
         };
