@@ -12,7 +12,7 @@ STEP := scripts/setup-step
 PLUGINS := image-prep yolo ssd classify misbehave fusion stego render
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models crates plugins host test-deps test-venv test-services browser-deps bench bench-deps bench-peers soak check
+.PHONY: serve test setup toolchain models crates plugins host test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet soak check
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
@@ -108,9 +108,10 @@ browser-deps:
 # Debian packages whose servers the tests start themselves on 127.0.0.1.
 # pebble: a test ACME CA, and pebble-challtestsrv (its DNS), for tests/tls;
 # ffmpeg for the video endpoints and the watermark's H.264 test; chromium for
-# the page's browser tests.
-TEST_DEBS := redis-server pebble ffmpeg chromium
-TEST_CMDS := redis-server pebble pebble-challtestsrv ffmpeg ffprobe chromium
+# the page's browser tests; iproute2 (ip) and nftables (nft) for the network
+# namespaces of tests/netns and `make bench-fleet`.
+TEST_DEBS := redis-server pebble ffmpeg chromium iproute2 nftables
+TEST_CMDS := redis-server pebble pebble-challtestsrv ffmpeg ffprobe chromium ip nft
 
 # apt-get needs root: as another user it goes through `sudo -n` (no password
 # prompt: CI has no stdin), and the hint says what to run by hand.
@@ -148,6 +149,12 @@ bench-deps:
 # the table goes to stdout and target/bench-peers.md (tests/bench/README.md).
 bench-peers: setup bench-deps
 	OSPREY_PEERS_VENV=$(PEERS_VENV) $(CARGO) bench -p osprey-tests --bench peers
+
+# A gateway and its nodes in network namespaces (as root; loopback otherwise):
+# gateway overhead, failover, one node against two pinned to a core each,
+# bytes per request. The table goes to stdout and target/bench-fleet.md.
+bench-fleet: setup test-services
+	$(CARGO) bench -p osprey-tests --bench fleet
 
 # Ten minutes well past capacity on loopback: only 2xx and 429, RSS flat (README).
 soak: setup

@@ -2,8 +2,10 @@
 //! default config and the real models that `make setup` fetched, finds the
 //! test images, and makes shared fixture files race-free (`fixture`,
 //! `unique_name`: tests are threads of one process, and test processes run
-//! side by side).
+//! side by side). `process` runs `osprey serve` as a child; `netns` makes a
+//! network of Linux namespaces for the multi-host tests.
 
+pub mod netns;
 pub mod process;
 pub mod site;
 

@@ -15,12 +15,26 @@ pub struct Osprey {
 impl Osprey {
     /// Starts `target/release/osprey serve` and waits until it listens.
     pub fn start(config: &Path, listen: SocketAddr) -> Osprey {
-        Self::start_binary(&super::repo().join("target/release/osprey"), config, listen)
+        Self::start_binary(&binary(), config, listen)
     }
 
     /// The same with another build of the binary.
     pub fn start_binary(binary: &Path, config: &Path, listen: SocketAddr) -> Osprey {
-        let mut child = Command::new(binary)
+        Self::start_command(Command::new(binary), config, listen)
+    }
+
+    /// Starts it as a process of `host`: in its network namespace, or on
+    /// loopback where the network could not make namespaces.
+    pub fn start_in(host: &super::netns::Host, config: &Path, listen: SocketAddr) -> Osprey {
+        Self::start_command(host.command(binary()), config, listen)
+    }
+
+    /// Starts `command`, a command line that ends in the osprey binary (run
+    /// through `ip netns exec`, `taskset`...), with `serve` and its
+    /// arguments added here. The child must be osprey itself (its wrappers
+    /// exec it), so that a kill reaches the server.
+    pub fn start_command(mut command: Command, config: &Path, listen: SocketAddr) -> Osprey {
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &listen.to_string()])
@@ -28,7 +42,7 @@ impl Osprey {
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (run `make setup` to build it)", binary.display()));
+            .unwrap_or_else(|e| panic!("{command:?}: {e} (run `make setup` to build the binary)"));
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let addr = loop {
             let line = match lines.next() {
@@ -60,6 +74,11 @@ impl Osprey {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The release binary the tests run.
+pub fn binary() -> std::path::PathBuf {
+    super::repo().join("target/release/osprey")
 }
 
 impl Drop for Osprey {
