@@ -11,11 +11,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match Cli::parse().command {
-        Command::Check { config } => {
-            config::load(&config)?;
-            println!("{}: ok", config.display());
-            Ok(())
-        }
+        Command::Check { config } => osprey::cli::check(&config),
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Client { command } => std::process::exit(osprey::client::run(command)),
     }
