@@ -43,7 +43,7 @@ pub enum Command {
 /// not loaded: that is seconds per model and needs ONNX Runtime.
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let config = crate::config::load(path)?;
-    let engine = crate::plugin::Engine::new(crate::plugin::SandboxLimits::from(&config.server))?;
+    let engine = crate::plugin::Engine::for_server(&config.server)?;
     let failed: Vec<String> = config
         .plugins
         .iter()
