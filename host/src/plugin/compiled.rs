@@ -115,8 +115,12 @@ fn usable(dir: &Path) -> Result<(), String> {
 }
 
 /// Writes beside the target, then renames: a reader sees the whole file or none.
+/// The temporary name is this call's own (process and a counter): two threads
+/// or processes compiling the same plugin never write into one file.
 fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
