@@ -80,11 +80,13 @@ impl Compiled {
 /// every build of every plugin leaves one, and old builds do not come back.
 const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
+/// Also removes temporary files an hour old: writes a crash cut short.
 fn prune(dir: &Path, unused_for: std::time::Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for path in entries.flatten().map(|e| e.path()) {
-        let old = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > unused_for);
-        if old && path.extension().is_some_and(|e| e == "cwasm") {
+        let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if (ext == "cwasm" && age > unused_for) || (ext.starts_with("tmp-") && age.as_secs() > 3600) {
             let _ = std::fs::remove_file(&path);
         }
     }
