@@ -105,6 +105,8 @@ pub struct Metrics {
     pub upstream_duration: Histograms<NodeLabels>,
     pub upstream_inflight: Family<NodeLabels, Gauge>,
     pub upstream_healthy: Family<NodeLabels, Gauge>,
+    pub refused_by_deadline: Family<RouteLabel, Counter>,
+    pub turn_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// The process's metrics.
@@ -135,6 +137,8 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(seconds),
             upstream_inflight: Family::default(),
             upstream_healthy: Family::default(),
+            refused_by_deadline: Family::default(),
+            turn_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -155,6 +159,8 @@ impl Metrics {
         r.register("upstream_duration_seconds", "Time a node took to answer a forwarded request", m.upstream_duration.clone());
         r.register("upstream_in_flight", "Requests in flight to a node", m.upstream_inflight.clone());
         r.register("upstream_healthy", "1 while a node is in its pool (its /readyz answers), else 0", m.upstream_healthy.clone());
+        r.register("admission_refused", "Requests refused at once because their predicted wait and run would pass their deadline, by route", m.refused_by_deadline.clone());
+        r.register("turn_seconds", "The mean time a turn to run a chain is held lately: what admission predicts waits from", m.turn_seconds.clone());
         Metrics { registry: r, ..m }
     }
 
