@@ -15,8 +15,11 @@ use crate::plugin::sandbox::{StageCall, Start};
 use crate::plugin::{Engine, Outcome, Plugin, PluginError, Sandbox};
 
 pub struct Chain {
-    /// `plugin@sha256-prefix` of each stage, for answers and the admin status.
+    /// `plugin@sha256-prefix` of each stage, render included, for the admin status.
     pub signature: String,
+    /// Every stage's settings as configured, render's included: part of the
+    /// cache key, so editing a stage's settings never serves an old answer.
+    pub settings_key: String,
     stages: Vec<Stage>,
     /// Run last when the client asks for the annotated image.
     render: Option<Stage>,
@@ -70,8 +73,15 @@ pub fn build(route: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>) -> Chain 
     };
     let stages: Vec<Stage> = route.stages.iter().map(stage).collect();
     let render = route.render.as_ref().map(stage);
-    let signature = stages.iter().chain(&render).map(|s| format!("{}@{}", s.plugin.name, &s.plugin.sha256[..12])).collect::<Vec<_>>().join(",");
-    Chain { signature, stages, render, params: route.params.clone(), deadline: route.deadline }
+    let signature = stages.iter().chain(&render).map(Stage::signature).collect::<Vec<_>>().join(",");
+    let settings_key = stages.iter().chain(&render).map(|s| s.json.as_str()).collect::<Vec<_>>().join(",");
+    Chain { signature, settings_key, stages, render, params: route.params.clone(), deadline: route.deadline }
+}
+
+impl Stage {
+    fn signature(&self) -> String {
+        format!("{}@{}", self.plugin.name, &self.plugin.sha256[..12])
+    }
 }
 
 impl Chain {
@@ -101,6 +111,13 @@ impl Chain {
             return Err(format!("parameter '{}' is required ({}..{})", p.name, p.min, p.max));
         }
         Ok(Overrides(out))
+    }
+
+    /// `plugin@sha256-prefix` of the stages that answered a request: render
+    /// only when the client asked for the annotated image.
+    pub fn ran(&self, rendered: bool) -> String {
+        let render = self.render.as_ref().filter(|_| rendered);
+        self.stages.iter().chain(render).map(Stage::signature).collect::<Vec<_>>().join(",")
     }
 
     /// Whether the route can answer with an annotated image.

@@ -2,7 +2,7 @@
 //! `osprey check`, and `osprey client ...` (a client of a running server).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -24,7 +24,9 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Validate a config file and print every problem in it.
+    /// Validate a config file and print every problem in it, then compile
+    /// every plugin it names (a file that is not a component fails here,
+    /// not at the first reload).
     Check {
         #[arg(long, default_value = "config/osprey.toml")]
         config: PathBuf,
@@ -34,4 +36,22 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::client::ClientCommand,
     },
+}
+
+/// `osprey check`: the config's own problems (with line and column), then
+/// each plugin compiled as `serve` would, every failure printed. Models are
+/// not loaded: that is seconds per model and needs ONNX Runtime.
+pub fn check(path: &Path) -> anyhow::Result<()> {
+    let config = crate::config::load(path)?;
+    let engine = crate::plugin::Engine::for_server(&config.server)?;
+    let failed: Vec<String> = config
+        .plugins
+        .iter()
+        .filter_map(|p| engine.compile(&p.name, &p.file).err().map(|e| e.to_string()))
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("{}: {} of {} plugins cannot be used:\n  {}", path.display(), failed.len(), config.plugins.len(), failed.join("\n  "));
+    }
+    println!("{}: ok ({} plugins compiled)", path.display(), config.plugins.len());
+    Ok(())
 }

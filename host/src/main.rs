@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use osprey::cli::{Cli, Command};
-use osprey::plugin::{Engine, SandboxLimits};
+use osprey::plugin::Engine;
 use osprey::{config, reload, server, snapshot::Snapshot, state::Shared, tls};
 
 fn main() -> anyhow::Result<()> {
@@ -11,11 +11,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match Cli::parse().command {
-        Command::Check { config } => {
-            config::load(&config)?;
-            println!("{}: ok", config.display());
-            Ok(())
-        }
+        Command::Check { config } => osprey::cli::check(&config),
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Client { command } => std::process::exit(osprey::client::run(command)),
     }
@@ -28,7 +24,7 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
     let tls_settings = config.tls.clone();
     // Compiling plugins and loading models blocks: done before the runtime serves anything.
     osprey::nn::runtime::configure(config.server.pool);
-    let engine = Engine::new(SandboxLimits::from(&config.server))?;
+    let engine = Engine::for_server(&config.server)?;
     let snapshot = Snapshot::build(config, &engine, None)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {

@@ -126,6 +126,8 @@ pub struct Metrics {
     /// By the URL Redis is reached at (without its password); absent without `[redis]`.
     pub redis_up: Family<UrlLabel, Gauge>,
     pub redis_local: Family<LocalLabel, Counter>,
+    pub refused_by_deadline: Family<RouteLabel, Counter>,
+    pub turn_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// The process's metrics.
@@ -158,6 +160,8 @@ impl Metrics {
             upstream_healthy: Family::default(),
             redis_up: Family::default(),
             redis_local: Family::default(),
+            refused_by_deadline: Family::default(),
+            turn_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -180,6 +184,8 @@ impl Metrics {
         r.register("upstream_healthy", "1 while a node is in its pool (its /readyz answers), else 0", m.upstream_healthy.clone());
         r.register("redis_up", "1 while Redis answers, 0 while this host serves from its own cache and token buckets", m.redis_up.clone());
         r.register("redis_local", "Cache lookups and token-bucket checks served locally because Redis was down, by use", m.redis_local.clone());
+        r.register("admission_refused", "Requests refused at once because their predicted wait and run would pass their deadline, by route", m.refused_by_deadline.clone());
+        r.register("turn_seconds", "The mean time a turn to run a chain is held lately: what admission predicts waits from", m.turn_seconds.clone());
         Metrics { registry: r, ..m }
     }
 

@@ -123,7 +123,7 @@ pub async fn answer(shared: &Shared, snapshot: Arc<Snapshot>, index: usize, ask:
             // Wait for a turn to run: what is held per running chain (decoded
             // image, tensors, a plugin's memory) stays bounded however many clients wait.
             let left = deadline.saturating_sub(started.elapsed());
-            match take_turn(shared, snapshot.config.server.max_waiting, left).await {
+            match take_turn(shared, &snapshot.config.server, &route.path, left).await {
                 Ok(_turn) => run_chain(snapshot.clone(), index, ask, started, deadline, id).await,
                 Err(e) => Err(e),
             }
@@ -177,19 +177,42 @@ async fn forward(shared: &Shared, route: &Route, pool: &str, ask: Ask, deadline:
     Ok(Answer::Forwarded(crate::upstream::forward(&pool, &out, deadline).await?))
 }
 
+/// A turn to run a chain, held until dropped; how long it was held is
+/// what admission predicts the next waits from.
+struct Turn<'a> {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    since: Instant,
+    admission: &'a crate::state::Admission,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.admission.record(self.since.elapsed());
+    }
+}
+
 /// A turn to run a chain: at once when one is free, after waiting behind
-/// earlier requests otherwise; refused (429) when too many wait already.
-async fn take_turn(shared: &Shared, limit: usize, left: Duration) -> Result<tokio::sync::OwnedSemaphorePermit, ServeError> {
+/// earlier requests otherwise. Refused at once (429) when too many wait
+/// already, or (503) when the predicted wait and run would pass the deadline
+/// left: waiting for a 504 only holds a connection and a queue place.
+async fn take_turn<'a>(shared: &'a Shared, server: &crate::config::ServerSettings, route: &str, left: Duration) -> Result<Turn<'a>, ServeError> {
+    let turn = |permit| Turn { _permit: permit, since: Instant::now(), admission: &shared.admission };
     if let Ok(permit) = shared.inflight.clone().try_acquire_owned() {
-        return Ok(permit);
+        return Ok(turn(permit));
     }
     let waiting = shared.waiting.fetch_add(1, Ordering::SeqCst);
     let _leave = scopeguard(|| shared.waiting.fetch_sub(1, Ordering::SeqCst));
-    if waiting >= limit {
+    if waiting >= server.max_waiting {
         return Err(ServeError::Overloaded(format!("{waiting} requests are waiting already; retry shortly")));
     }
+    if let Some((wait, answer)) = shared.admission.predicted(waiting, server.max_inflight) {
+        if answer > left {
+            crate::metrics::global().refused_by_deadline.get_or_create(&RouteLabel { route: route.to_string() }).inc();
+            return Err(ServeError::WouldMissDeadline { wait, answer, left });
+        }
+    }
     match tokio::time::timeout(left, shared.inflight.clone().acquire_owned()).await {
-        Ok(permit) => Ok(permit.expect("the semaphore is never closed")),
+        Ok(permit) => Ok(turn(permit.expect("the semaphore is never closed"))),
         Err(_) => Err(ServeError::Deadline(left)),
     }
 }

@@ -36,8 +36,8 @@ pub struct Route {
     pub chain: Chain,
     pub cache_ttl: Option<std::time::Duration>,
     pub rate_limit: Option<crate::ratelimit::Limit>,
-    /// Route, plugin builds and model versions: part of every cache key, so
-    /// a reload that changes any of them never serves an old answer.
+    /// Route, plugin builds, stage settings and model versions: part of every
+    /// cache key, so a reload that changes any of them never serves an old answer.
     pub version_key: String,
     /// Multipart field → index of the route whose chain runs on it.
     pub branches: Vec<(String, usize)>,
@@ -119,7 +119,7 @@ fn route(r: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>, registry: &Regist
         // The nodes' own routes decide the answer: a gateway's cached answer
         // lives out its TTL even if a node's models change meanwhile.
         Some(pool) => format!("{} {} upstream={pool}", r.method, r.path),
-        None => format!("{} {} {} {}", r.method, r.path, chain.signature, models.join(",")),
+        None => format!("{} {} {} {} {}", r.method, r.path, chain.signature, chain.settings_key, models.join(",")),
     };
     Route {
         method: r.method.clone(),

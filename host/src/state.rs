@@ -30,6 +30,8 @@ pub struct Shared {
     pub inflight: Arc<Semaphore>,
     /// Requests waiting for a turn (bounded by `[server] max_waiting`).
     pub waiting: AtomicUsize,
+    /// How long a turn is held lately: what a new request's wait is predicted from.
+    pub admission: Admission,
     /// The certificate being served; unset while TLS is off.
     pub tls: OnceLock<Arc<crate::tls::Status>>,
     /// The pools of nodes that upstream routes forward to.
@@ -64,6 +66,7 @@ impl Shared {
             reload: Reloads::default(),
             inflight,
             waiting: AtomicUsize::new(0),
+            admission: Admission::default(),
             cache,
             limiter,
             tls: OnceLock::new(),
@@ -115,5 +118,76 @@ impl Reloads {
     /// Reloads of this server that succeeded and that rolled back.
     pub fn counts(&self) -> (u64, u64) {
         (self.succeeded.load(Ordering::Relaxed), self.rolled_back.load(Ordering::Relaxed))
+    }
+}
+
+/// Admission by predicted wait: a request that would wait for a turn is
+/// refused at once when it could not finish within its deadline anyway,
+/// instead of waiting the whole deadline and getting a 504 at its end.
+///
+/// The estimate is an exponentially weighted mean of how long a turn is held
+/// (the chain, models included), one sample per turn, all routes together.
+/// `slots` turns free up at `slots / hold` a second, so the request behind
+/// `ahead` others gets one after about `(ahead + 1) x hold / slots`, and then
+/// needs about `hold` itself.
+#[derive(Default)]
+pub struct Admission {
+    /// The mean hold in microseconds; 0 until the first turn ends.
+    hold_us: AtomicU64,
+}
+
+/// Weight of a new sample: the estimate follows a change of load within
+/// about eight turns, and one slow request moves it by an eighth.
+const NEW_SAMPLE: f64 = 1.0 / 8.0;
+
+impl Admission {
+    /// Records how long a turn was held.
+    pub fn record(&self, held: std::time::Duration) {
+        let sample = held.as_micros().min(u128::from(u64::MAX)) as u64;
+        let _ = self.hold_us.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+            Some(match old {
+                0 => sample.max(1),
+                old => ((old as f64) * (1.0 - NEW_SAMPLE) + (sample as f64) * NEW_SAMPLE).max(1.0) as u64,
+            })
+        });
+        crate::metrics::global().turn_seconds.set(self.hold().unwrap_or_default().as_secs_f64());
+    }
+
+    /// The mean time a turn is held, once one has been.
+    pub fn hold(&self) -> Option<std::time::Duration> {
+        match self.hold_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(std::time::Duration::from_micros(us)),
+        }
+    }
+
+    /// When a request behind `ahead` waiting others, for one of `slots`
+    /// turns, would be answered: its wait and its own run, from now.
+    pub fn predicted(&self, ahead: usize, slots: usize) -> Option<(std::time::Duration, std::time::Duration)> {
+        let hold = self.hold()?;
+        let wait = hold.mul_f64((ahead + 1) as f64 / slots.max(1) as f64);
+        Some((wait, wait + hold))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Admission;
+
+    #[test]
+    fn no_prediction_before_the_first_turn_then_a_mean_that_follows_the_load() {
+        let a = Admission::default();
+        assert_eq!(a.predicted(10, 4), None, "nothing is refused before anything was measured");
+        a.record(Duration::from_millis(100));
+        assert_eq!(a.hold(), Some(Duration::from_millis(100)));
+        // 7 waiting ahead, 4 turns: the 8th in line gets a turn after 2 holds.
+        assert_eq!(a.predicted(7, 4), Some((Duration::from_millis(200), Duration::from_millis(300))));
+        for _ in 0..40 {
+            a.record(Duration::from_millis(20));
+        }
+        let hold = a.hold().unwrap();
+        assert!(hold > Duration::from_millis(20) && hold < Duration::from_millis(21), "the mean follows the new load: {hold:?}");
     }
 }

@@ -42,3 +42,19 @@ fn default_config_parses_when_set_up() {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// `osprey check` once said `ok` when a plugin's `file` was not a component
+/// (here, a Cargo.toml): that surfaced only at the first reload. It compiles
+/// every plugin now and names the one that cannot be used.
+#[test]
+fn check_compiles_every_plugin_and_names_what_is_not_a_component() {
+    let dir = std::env::temp_dir().join(format!("osprey-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("osprey.toml");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    std::fs::write(&config, format!("[plugins.zone]\nfile = \"{}\"\n", manifest.display())).unwrap();
+    let err = osprey::cli::check(&config).expect_err("a Cargo.toml is not a plugin").to_string();
+    assert!(err.contains("1 of 1 plugins cannot be used"), "{err}");
+    assert!(err.contains("plugin 'zone'") && err.contains("not a valid component"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -38,7 +38,7 @@ fn main() {
         return; // `cargo bench -- --list` (and cargo test) ask for a list of benches.
     }
     let config = osprey::config::load(&osprey_tests::repo().join("config/osprey.toml")).unwrap_or_else(|e| panic!("{e}\n(run `make setup` first)"));
-    let engine = osprey::plugin::Engine::new(osprey::plugin::SandboxLimits::from(&config.server)).expect("engine");
+    let engine = osprey::plugin::Engine::for_server(&config.server).expect("engine");
     let snap = Snapshot::build(config, &engine, None).unwrap_or_else(|e| panic!("{e}"));
     let mut rows = Vec::new();
     rows.extend(yolo(&snap));

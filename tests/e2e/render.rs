@@ -93,3 +93,21 @@ fn render_requests_that_cannot_be_met_are_refused() {
     let (status, body) = super::read(resp);
     assert_eq!((status, body["error"]["code"].as_str()), (406, Some("not_acceptable")), "{body}");
 }
+
+/// `x-osprey-chain` once listed `render@...` on JSON answers too, naming a
+/// stage that did not run: it names render only when render drew the answer.
+#[test]
+fn the_chain_header_names_render_only_when_it_ran() {
+    let server = osprey_tests::default_server();
+    let photo = osprey_tests::image("dog.jpg");
+    let chain = |accept: &str| {
+        let resp = client().post(server.url("/v1/detect")).header("content-type", "image/jpeg").header("accept", accept).body(photo.clone()).send().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.headers()["x-osprey-chain"].to_str().unwrap().to_string()
+    };
+    let json = chain("application/json");
+    let drawn = chain("image/jpeg");
+    assert!(!json.contains("render@"), "a JSON answer names render: {json}");
+    assert!(drawn.contains("render@"), "a drawn answer does not name render: {drawn}");
+    assert!(drawn.starts_with(&json), "the drawn chain {drawn} is the JSON chain {json} plus render");
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use osprey::plugin::{Engine, SandboxLimits};
+use osprey::plugin::Engine;
 use osprey::{config, server, snapshot::Snapshot, state};
 
 /// A running server; it lives as long as the test process.
@@ -53,7 +53,7 @@ pub fn start(config_path: &Path) -> TestServer {
 /// Like `start`, with the token buckets on a clock the test moves.
 pub fn start_with(config_path: &Path, clock: Option<Box<dyn osprey::ratelimit::Clock>>) -> TestServer {
     let config = config::load(config_path).unwrap_or_else(|e| panic!("{e}\n(run `make setup` first)"));
-    let engine = Engine::new(SandboxLimits::from(&config.server)).expect("engine");
+    let engine = Engine::for_server(&config.server).expect("engine");
     let snapshot = Snapshot::build(config, &engine, None).unwrap_or_else(|e| panic!("{e}"));
     let path = config_path.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -101,7 +101,7 @@ impl Drop for Running {
 /// Builds the snapshot and serves `config` (TLS included) on `listener`,
 /// with `redirect` as the plain listener; an error starting TLS is returned.
 pub fn serve(config: config::Config, listener: std::net::TcpListener, redirect: Option<std::net::TcpListener>) -> Result<Running, String> {
-    let engine = Engine::new(SandboxLimits::from(&config.server)).expect("engine");
+    let engine = Engine::for_server(&config.server).expect("engine");
     let tls = config.tls.clone();
     let snapshot = Snapshot::build(config, &engine, None).unwrap_or_else(|e| panic!("{e}"));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

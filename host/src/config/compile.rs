@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::check::{positive, positive_ms, ranged, valid_name};
 use super::diag::Diagnostics;
 use super::raw::{RawStage, RawConfig, RawModel, RawRoute};
-use super::{AdminSettings, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef, VideoSettings};
+use super::{AdminSettings, CompiledCache, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef, VideoSettings};
 use crate::nn::{Batching, ElemType, LoadSpec, Target, Threads};
 
 /// Sessions per model when the config does not say: the least memory. A
@@ -24,7 +24,7 @@ const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
-    let server = server(&raw, d);
+    let server = server(&raw, base, d);
     let models: Vec<ModelDef> = raw.models.iter().filter_map(|(n, m)| model(n, m, base, d)).collect();
     let plugins: Vec<PluginDef> = raw
         .plugins
@@ -100,7 +100,7 @@ fn video(v: &super::raw::RawVideo, d: &mut Diagnostics<'_>) -> VideoSettings {
     out
 }
 
-fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
+fn server(raw: &RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> ServerSettings {
     let s = &raw.server;
     let mut out = ServerSettings::default();
     if let Some(l) = &s.listen {
@@ -147,6 +147,12 @@ fn server(raw: &RawConfig, d: &mut Diagnostics<'_>) -> ServerSettings {
     }
     if let Some(n) = s.max_model_runs.as_ref().and_then(|v| ranged(v, "max_model_runs", 1024, d)) {
         out.pool.max_runs = n as usize;
+    }
+    if let Some(dir) = &s.compiled_cache {
+        out.compiled_cache = match dir.get_ref().as_str() {
+            "" => CompiledCache::Off,
+            dir => CompiledCache::At(base.join(dir)),
+        };
     }
     out
 }

@@ -100,6 +100,20 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// ONNX Runtime's shared thread pool and the limit on model runs at once.
     pub pool: PoolSettings,
+    /// Where compiled plugins are kept between starts.
+    pub compiled_cache: CompiledCache,
+}
+
+/// `[server] compiled_cache`: a folder of compiled plugins, so a start or
+/// reload of an unchanged plugin skips compiling it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompiledCache {
+    /// Unset: `$OSPREY_CACHE/compiled`, else `$XDG_CACHE_HOME/osprey/compiled`,
+    /// else `~/.cache/osprey/compiled`.
+    Default,
+    /// `compiled_cache = ""`: compile every plugin at every start.
+    Off,
+    At(PathBuf),
 }
 
 impl Default for ServerSettings {
@@ -117,6 +131,7 @@ impl Default for ServerSettings {
             max_waiting: 64,
             shutdown_grace: Duration::from_secs(30),
             pool: PoolSettings::default(),
+            compiled_cache: CompiledCache::Default,
         }
     }
 }

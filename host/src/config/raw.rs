@@ -121,6 +121,8 @@ pub struct RawServer {
     pub inference_threads: Option<Spanned<u32>>,
     /// Model runs under way at once, all models together (default: the cores).
     pub max_model_runs: Option<Spanned<u32>>,
+    /// Folder of compiled plugins kept between starts; "" turns it off.
+    pub compiled_cache: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

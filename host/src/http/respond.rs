@@ -153,7 +153,7 @@ pub fn error(e: &ServeError) -> Response<Body> {
         ServeError::Video(VideoError::Busy { .. }) => Some(5),
         // Health checks run every second or so: a node may be back by then.
         ServeError::Upstream(UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_)) => Some(1),
-        ServeError::RateLimited(wait) => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
+        ServeError::RateLimited(wait) | ServeError::WouldMissDeadline { wait, .. } => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
         _ => None,
     };
     if let Some(secs) = retry {
@@ -182,6 +182,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
         ServeError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ServeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         ServeError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+        ServeError::WouldMissDeadline { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         ServeError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
         ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),

@@ -52,6 +52,8 @@ pub struct Engine {
     pub(crate) engine: wasmtime::Engine,
     linker: Arc<Linker<StoreData>>,
     pub(crate) limits: SandboxLimits,
+    /// Compiled plugins kept between starts (`[server] compiled_cache`).
+    compiled: Option<Arc<super::compiled::Compiled>>,
 }
 
 /// Bytes of each pooled linear memory kept mapped between calls.
@@ -79,7 +81,16 @@ impl Engine {
         let engine = wasmtime::Engine::new(&config).map_err(|e| PluginError::Sandbox(e.to_string()))?;
         let linker = linker(&engine).map_err(|e| PluginError::Sandbox(e.to_string()))?;
         spawn_ticker(engine.weak());
-        Ok(Engine { engine, linker: Arc::new(linker), limits })
+        Ok(Engine { engine, linker: Arc::new(linker), limits, compiled: None })
+    }
+
+    /// The engine a server runs: its sandbox limits, and its folder of
+    /// compiled plugins (a folder it cannot use is logged, and plugins are
+    /// then compiled at every start).
+    pub fn for_server(settings: &crate::config::ServerSettings) -> Result<Self, PluginError> {
+        let mut engine = Engine::new(SandboxLimits::from(settings))?;
+        engine.compiled = super::compiled::Compiled::open(&engine.engine, &settings.compiled_cache).map(Arc::new);
+        Ok(engine)
     }
 
     /// Compiles and pre-instantiates a plugin. Blocking (tens of ms): call it off the async runtime.
@@ -92,7 +103,11 @@ impl Engine {
     pub fn compile_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
         let fail = |why: String| PluginError::Load { plugin: name.into(), path: path.display().to_string(), why };
         let sha256 = hex(&Sha256::digest(bytes));
-        let component = Component::new(&self.engine, bytes).map_err(|e| fail(format!("not a valid component: {e}")))?;
+        let component = match &self.compiled {
+            Some(cache) => cache.component(&self.engine, &sha256, bytes),
+            None => Component::new(&self.engine, bytes),
+        };
+        let component = component.map_err(|e| fail(format!("not a valid component: {e}")))?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)

@@ -8,6 +8,7 @@
 //! - `wasi_nn`: the wasi-nn interface plugins import, over the models of `crate::nn`.
 
 pub mod bindings;
+mod compiled;
 pub mod engine;
 mod imports;
 pub mod sandbox;

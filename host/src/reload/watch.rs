@@ -56,11 +56,13 @@ struct Targets {
 
 fn targets(config: &Config, config_path: Option<&Path>) -> Targets {
     let mut t = Targets::default();
-    let mut file = |p: &Path| {
-        if let (Some(dir), Some(name)) = (p.parent().and_then(|d| d.canonicalize().ok()), p.file_name()) {
+    let mut file = |p: &Path| match (folder(p).canonicalize(), p.file_name()) {
+        (Ok(dir), Some(name)) => {
             t.files.insert(dir.join(name));
             t.flat.insert(dir);
         }
+        (Err(e), _) => tracing::warn!("cannot watch {}: its folder: {e}", p.display()),
+        (Ok(_), None) => tracing::warn!("cannot watch {}: not a file name", p.display()),
     };
     config_path.into_iter().for_each(&mut file);
     config.plugins.iter().for_each(|p| file(&p.file));
@@ -81,10 +83,21 @@ fn targets(config: &Config, config_path: Option<&Path>) -> Targets {
     t
 }
 
+/// The folder holding `p`. A bare file name (`--config zone.toml`) has the
+/// parent `""`, which names no folder: it lives in the current one.
+fn folder(p: &Path) -> &Path {
+    match p.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 fn rearm(watcher: &mut RecommendedWatcher, old: &Targets, new: &Targets) {
     if old == new {
         return;
     }
+    let names = |s: &BTreeSet<PathBuf>| s.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    tracing::info!("watching for changes: files {}; folders {}", names(&new.files), names(&new.deep));
     for dir in old.flat.iter().chain(&old.deep) {
         let _ = watcher.unwatch(dir);
     }
@@ -113,4 +126,22 @@ fn wait_for_change(rx: &Receiver<notify::Result<notify::Event>>, t: &Targets) ->
 
 fn relevant(p: &Path, t: &Targets) -> bool {
     t.files.contains(p) || t.deep.iter().any(|d| p.starts_with(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--config zone.toml` once watched nothing: the parent of a bare file
+    /// name is `""`, which cannot be resolved, and the file was dropped silently.
+    #[test]
+    fn a_config_named_without_a_folder_is_watched_in_the_current_one() {
+        let config = crate::config::parse("", Path::new("zone.toml")).expect("an empty config is valid");
+        let t = targets(&config, Some(Path::new("zone.toml")));
+        let here = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert!(t.files.contains(&here.join("zone.toml")), "watched files: {:?}", t.files);
+        assert!(t.flat.contains(&here), "watched folders: {:?}", t.flat);
+        assert_eq!(folder(Path::new("zone.toml")), Path::new("."));
+        assert_eq!(folder(Path::new("config/zone.toml")), Path::new("config"));
+    }
 }

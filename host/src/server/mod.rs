@@ -213,6 +213,7 @@ fn log_failure(method: &str, path: &str, e: &ServeError) {
         | ServeError::Unauthorized
         | ServeError::RateLimited(_)
         | ServeError::Overloaded(_)
+        | ServeError::WouldMissDeadline { .. }
         | ServeError::MethodNotAllowed(_)
         | ServeError::BadRequest { .. }
         | ServeError::BodyTooLarge { .. }

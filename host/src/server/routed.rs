@@ -65,9 +65,10 @@ pub async fn serve(
         Ok(i) => i,
         Err(e) => return (Err(e), CacheUse::Miss),
     };
+    let rendered = render.is_some();
     let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render, budget, pass }, started, id).await;
-    let signature = &snapshot.routes[index].chain.signature;
-    (answer.map(|a| respond::answer(a, signature)), cache)
+    let signature = snapshot.routes[index].chain.ran(rendered);
+    (answer.map(|a| respond::answer(a, &signature)), cache)
 }
 
 /// The time a gateway gave this request (`x-osprey-deadline-ms`), when it did.

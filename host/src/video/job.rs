@@ -248,7 +248,7 @@ async fn one_frame(work: &Work, jpeg: Bytes) -> String {
         let id = work.shared.request_id();
         match route::run_upload(&work.shared, work.snapshot.clone(), work.route, upload, work.overrides.clone(), id).await {
             Ok(body) => return json_text(body),
-            Err(ServeError::Overloaded(_) | ServeError::Plugin(PluginError::Overloaded(_))) => tokio::time::sleep(OVERLOAD_PAUSE).await,
+            Err(ServeError::Overloaded(_) | ServeError::WouldMissDeadline { .. } | ServeError::Plugin(PluginError::Overloaded(_))) => tokio::time::sleep(OVERLOAD_PAUSE).await,
             Err(e) => return json!({"error": respond::error_object(&e)}).to_string(),
         }
     }
