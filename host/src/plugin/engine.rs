@@ -108,12 +108,23 @@ impl Engine {
             None => Component::new(&self.engine, bytes),
         };
         let component = component.map_err(|e| fail(format!("not a valid component: {e}")))?;
+        if let Some(why) = super::inspect::export_problem(&self.engine, &component) {
+            return Err(fail(why));
+        }
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("does not fit the osprey:plugin world: {e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| fail(format!("does not export osprey:plugin/stage: {e:#}")))?;
         Ok(Plugin { name: name.to_string(), path: path.to_path_buf(), sha256, loaded_at: std::time::SystemTime::now(), pre })
+    }
+}
+
+impl Engine {
+    /// Why the linker cannot satisfy a component's imports (the first it
+    /// misses, in wasmtime's words); `None` when it can.
+    pub(crate) fn link_problem(&self, component: &Component) -> Option<String> {
+        self.linker.instantiate_pre(component).err().map(|e| format!("does not fit the osprey:plugin world: {e:#}"))
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod bindings;
 mod compiled;
 pub mod engine;
+pub mod inspect;
 mod imports;
 pub mod sandbox;
 mod store;

@@ -1,0 +1,73 @@
+//! `osprey plugin check FILE.wasm`: a shipped plugin fits; a component built
+//! for another `osprey:plugin` version, a core module and a file that is no
+//! WebAssembly at all are refused with a non-zero exit that says why.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn built(name: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin").join(name);
+    path.exists().then_some(path).or_else(|| {
+        eprintln!("skipped: {name} not built yet (make plugins)");
+        None
+    })
+}
+
+fn check(file: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_osprey")).args(["plugin", "check"]).arg(file).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn temp(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("osprey-plugin-check-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_shipped_plugin_fits_and_its_costs_are_printed() {
+    let Some(file) = built("classify.wasm") else { return };
+    let (ok, out) = check(&file);
+    assert!(ok, "{out}");
+    assert!(out.contains("fits osprey:plugin@0.1.0"), "{out}");
+    assert!(out.contains("exports   osprey:plugin/stage@0.1.0"), "{out}");
+    assert!(out.contains("wasi:nn/graph@"), "{out}");
+    assert!(out.contains("compile") && out.contains("linear memories"), "{out}");
+}
+
+/// The same component with its stage export renamed to 0.2.0 everywhere it
+/// is written: a plugin built against a world this host does not run.
+#[test]
+fn a_plugin_for_another_world_version_is_refused_naming_the_version_needed() {
+    let Some(file) = built("classify.wasm") else { return };
+    let mut bytes = std::fs::read(&file).unwrap();
+    let (from, to) = (b"osprey:plugin/stage@0.1.0", b"osprey:plugin/stage@0.2.0");
+    let mut found = 0;
+    while let Some(at) = bytes.windows(from.len()).position(|w| w == from) {
+        bytes[at..at + to.len()].copy_from_slice(to);
+        found += 1;
+    }
+    assert!(found > 0, "the export name is in the binary");
+    let path = temp("v020.wasm", &bytes);
+    let (ok, out) = check(&path);
+    assert!(!ok, "must be refused: {out}");
+    assert!(out.contains("built for osprey:plugin@0.2.0; this host runs osprey:plugin@0.1.0"), "{out}");
+
+    // A server refuses it at load the same way.
+    let engine = osprey::plugin::Engine::new(osprey::plugin::SandboxLimits::default()).unwrap();
+    let err = engine.compile("classify-v020", &path).err().expect("refused at load").to_string();
+    assert!(err.contains("built for osprey:plugin@0.2.0"), "{err}");
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_core_module_or_garbage_is_refused_with_what_to_do() {
+    let core = temp("core.wasm", b"\0asm\x01\0\0\0");
+    let (ok, out) = check(&core);
+    assert!(!ok && out.contains("a core WebAssembly module, not a component") && out.contains("wasm32-wasip2"), "{out}");
+    let text = temp("text.wasm", b"[package]\nname = \"zone\"\n");
+    let (ok, out) = check(&text);
+    assert!(!ok && out.contains("not a WebAssembly component"), "{out}");
+    let _ = std::fs::remove_file(core);
+    let _ = std::fs::remove_file(text);
+}
