@@ -66,6 +66,11 @@ pub struct NodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeStatusLabels {
     pub upstream: String,
     pub node: String,
@@ -105,6 +110,7 @@ pub struct Metrics {
     pub upstream_duration: Histograms<NodeLabels>,
     pub upstream_inflight: Family<NodeLabels, Gauge>,
     pub upstream_healthy: Family<NodeLabels, Gauge>,
+    pub upstream_tunnels: Family<UpstreamLabel, Gauge>,
 }
 
 /// The process's metrics.
@@ -135,6 +141,7 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(seconds),
             upstream_inflight: Family::default(),
             upstream_healthy: Family::default(),
+            upstream_tunnels: Family::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -155,6 +162,7 @@ impl Metrics {
         r.register("upstream_duration_seconds", "Time a node took to answer a forwarded request", m.upstream_duration.clone());
         r.register("upstream_in_flight", "Requests in flight to a node", m.upstream_inflight.clone());
         r.register("upstream_healthy", "1 while a node is in its pool (its /readyz answers), else 0", m.upstream_healthy.clone());
+        r.register("upstream_tunnels", "Nodes connected to a pool over tunnels they dialled", m.upstream_tunnels.clone());
         Metrics { registry: r, ..m }
     }
 
