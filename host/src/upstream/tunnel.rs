@@ -115,16 +115,31 @@ mod tests {
 
     const TOKEN: &str = "a-token-of-twenty-chars";
 
-    fn pools() -> Pools {
-        let def = |name: &str, token: Option<&str>| UpstreamDef {
+    fn def(name: &str, token: Option<&str>) -> UpstreamDef {
+        UpstreamDef {
             name: name.into(),
             nodes: Vec::new(),
             max_inflight_per_node: 4,
             health_interval: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(1),
             tunnel_token: token.map(|t| Secret::new(t.into())),
-        };
+        }
+    }
+
+    fn pools() -> Pools {
         Pools::new(&[def("gpu", Some(TOKEN)), def("listed", None)])
+    }
+
+    /// A node's end in memory: an HTTP/2 server on one end of a pipe, `serve`
+    /// on the other; the node's task (abort it to cut the tunnel).
+    fn dial_in(pools: &Pools, name: &str, port: u16) -> tokio::task::JoinHandle<Result<(), hyper::Error>> {
+        let (gateway_end, node_end) = tokio::io::duplex(64 << 10);
+        let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"from the node")))) });
+        let node_side = tokio::spawn(hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(node_end), service));
+        let admitted = admit(pools, Version::HTTP_11, &ask("gpu", name, TOKEN)).unwrap();
+        let peer = SocketAddr::from(([192, 0, 2, 7], port));
+        tokio::spawn(serve(pools.clone(), admitted, peer, TokioIo::new(gateway_end)));
+        node_side
     }
 
     fn ask(pool: &str, name: &str, token: &str) -> HeaderMap {
@@ -161,17 +176,10 @@ mod tests {
         }
     }
 
-    /// Both ends in memory: the node's HTTP/2 server on one end of a pipe,
-    /// `serve` on the other.
     #[tokio::test]
     async fn a_node_is_in_its_pool_while_its_tunnel_lives() {
         let pools = pools();
-        let (gateway_end, node_end) = tokio::io::duplex(64 << 10);
-        let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"from the node")))) });
-        let node_side = tokio::spawn(hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(node_end), service));
-        let admitted = admit(&pools, Version::HTTP_11, &ask("gpu", "gpu-1", TOKEN)).unwrap();
-        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-        tokio::spawn(serve(pools.clone(), admitted, peer, TokioIo::new(gateway_end)));
+        let node_side = dial_in(&pools, "gpu-1", 40000);
         let pool = pools.get("gpu").unwrap();
         until("the node joined", || pool.nodes().len() == 1).await;
         let node = pool.lease(None, Instant::now() + Duration::from_secs(5)).await.unwrap().node.clone();
@@ -184,5 +192,40 @@ mod tests {
         node_side.abort();
         until("the node left", || pool.nodes().is_empty()).await;
         assert!(matches!(pool.lease(None, Instant::now() + Duration::from_secs(1)).await, Err(UpstreamError::NoHealthyNode { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_a_pools_tunnels_unless_its_token_changed() {
+        let pools = pools();
+        let _node = dial_in(&pools, "gpu-1", 40001);
+        until("the node joined", || pools.get("gpu").unwrap().nodes().len() == 1).await;
+        let first = pools.get("gpu").unwrap().nodes()[0].clone();
+        // Unchanged: the same pool, the same node.
+        pools.sync(&[def("gpu", Some(TOKEN)), def("listed", None)]);
+        assert!(Arc::ptr_eq(&pools.get("gpu").unwrap().nodes()[0], &first));
+        // Rebuilt with the same token: the node moves over, connection and all.
+        let mut slower = def("gpu", Some(TOKEN));
+        slower.max_inflight_per_node = 2;
+        pools.sync(&[slower.clone()]);
+        let moved = pools.get("gpu").unwrap();
+        assert_eq!(moved.def.max_inflight_per_node, 2);
+        assert!(Arc::ptr_eq(&moved.nodes()[0], &first), "the tunnel moved to the rebuilt pool");
+        let req = Request::get(first.url.join("x").unwrap().as_str()).body(Full::new(Bytes::new())).unwrap();
+        assert!(first.send(req).await.unwrap().status().is_success());
+        // A new token: the tunnel is closed; the node must dial again with it.
+        let mut other = slower;
+        other.tunnel_token = Some(Secret::new("another-token-of-20-chars".into()));
+        drop(moved);
+        pools.sync(&[other]);
+        assert!(pools.get("gpu").unwrap().nodes().is_empty());
+        let start = Instant::now();
+        loop {
+            let req = Request::get(first.url.join("x").unwrap().as_str()).body(Full::new(Bytes::new())).unwrap();
+            if first.send(req).await.is_err() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "the old tunnel was not closed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
