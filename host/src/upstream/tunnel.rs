@@ -89,6 +89,11 @@ where
     let node = Arc::new(Node::tunnel(url, label.clone(), sender));
     pool.join(node.clone());
     tracing::info!(upstream, node = label, tunnels = pool.tunnels().len(), "node dialled in; in the pool while its tunnel lasts");
+    // A reload between `admit` and `join` may have replaced the pool; a node
+    // left in the old one would be connected and never asked. It dials again.
+    if !pools.get(&upstream).is_ok_and(|p| Arc::ptr_eq(&p, &pool)) {
+        node.close();
+    }
     // A reload may move the node to a rebuilt pool: leave by name, not this one.
     drop(pool);
     let why = tokio::select! {
