@@ -8,7 +8,8 @@
 //! The floors, top to bottom (`host/tests/floors.rs` checks every import against them):
 //!
 //! 1. The top: `server` (listeners, hyper connections, the router, the admin API,
-//!    the page) dispatches to the rooms beside it; `cli` and `client` are the command line.
+//!    the page, the tunnel a node dials out to its gateway) dispatches to the rooms
+//!    beside it; `cli` and `client` are the command line.
 //! 2. Entry rooms, side by side; none imports another or the server:
 //!    - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
 //!    - `video`: video jobs: upload, ffprobe, ffmpeg frames through a route, results as SSE.
@@ -18,7 +19,8 @@
 //!    - `state`: `Shared`, what every entry point shares: the snapshot being served, the services.
 //!    - `http`: the response body, `ServeError`, the one map from errors to HTTP, reading uploads.
 //! 4. Services that outlive a snapshot, each importing only those after it:
-//!    - `upstream`: pools of osprey nodes a gateway forwards routes to; health, retry, deadline.
+//!    - `upstream`: pools of osprey nodes a gateway forwards routes to; health, retry,
+//!      deadline; nodes that dial in over a tunnel.
 //!    - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
 //!    - `tls`: certificates from ACME or files, the handshake, the redirect listener, a client's trust.
 //! 5. The corridor, each importing only those after it:

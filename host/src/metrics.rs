@@ -84,6 +84,11 @@ pub struct NodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeStatusLabels {
     pub upstream: String,
     pub node: String,
@@ -128,6 +133,7 @@ pub struct Metrics {
     pub redis_local: Family<LocalLabel, Counter>,
     pub refused_by_deadline: Family<RouteLabel, Counter>,
     pub turn_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub upstream_tunnels: Family<UpstreamLabel, Gauge>,
 }
 
 /// The process's metrics.
@@ -162,6 +168,7 @@ impl Metrics {
             redis_local: Family::default(),
             refused_by_deadline: Family::default(),
             turn_seconds: Gauge::default(),
+            upstream_tunnels: Family::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -186,6 +193,7 @@ impl Metrics {
         r.register("redis_local", "Cache lookups and token-bucket checks served locally because Redis was down, by use", m.redis_local.clone());
         r.register("admission_refused", "Requests refused at once because their predicted wait and run would pass their deadline, by route", m.refused_by_deadline.clone());
         r.register("turn_seconds", "The mean time a turn to run a chain is held lately: what admission predicts waits from", m.turn_seconds.clone());
+        r.register("upstream_tunnels", "Nodes connected to a pool over tunnels they dialled", m.upstream_tunnels.clone());
         Metrics { registry: r, ..m }
     }
 

@@ -3,6 +3,9 @@
 //! busy healthy node and names it, passes the node's answer on as it is,
 //! retries a request the node never answered on another node, takes a dead
 //! node out without failing a request and puts a restarted one back.
+//! `tunnel`: the same with nodes that dial out to the gateway.
+
+mod tunnel;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

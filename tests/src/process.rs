@@ -1,14 +1,19 @@
 //! A real `osprey serve` in a process of its own, as an operator runs it:
 //! on the address asked (port 0 for any), its log read for the address it
-//! took. Killed when dropped, or on purpose (`kill`) to test what survives it.
+//! took. Killed when dropped, or on purpose (`kill`, `terminate`) to test
+//! what survives it. Its log is kept for the test to read (`log`).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct Osprey {
     child: Child,
+    /// Every line it logged so far (its stdout).
+    log: Arc<Mutex<Vec<String>>>,
     pub addr: SocketAddr,
 }
 
@@ -16,6 +21,13 @@ impl Osprey {
     /// Starts `target/release/osprey serve` and waits until it listens.
     pub fn start(config: &Path, listen: SocketAddr) -> Osprey {
         Self::start_binary(&binary(), config, listen)
+    }
+
+    /// The same with variables added to its environment (tokens, say).
+    pub fn start_env(config: &Path, listen: SocketAddr, env: &[(&str, &str)]) -> Osprey {
+        let mut command = Command::new(binary());
+        command.envs(env.iter().copied());
+        Self::start_command(command, config, listen)
     }
 
     /// The same with another build of the binary.
@@ -43,12 +55,14 @@ impl Osprey {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{command:?}: {e} (run `make setup` to build the binary)"));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let addr = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
-                _ => panic!("osprey exited before listening: {:?}", child.wait()),
+                _ => panic!("osprey exited before listening: {:?}\n{}", child.wait(), log.lock().unwrap().join("\n")),
             };
+            log.lock().unwrap().push(line.clone());
             if let Some(at) = line.find("listening on http://") {
                 let rest = &line[at + "listening on http://".len()..];
                 let end = rest.find(|c: char| c.is_whitespace() || c == '\x1b').unwrap_or(rest.len());
@@ -56,8 +70,33 @@ impl Osprey {
             }
         };
         // Keep reading its log so a full pipe never blocks the server.
-        std::thread::spawn(move || lines.for_each(drop));
-        Osprey { child, addr }
+        let kept = log.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| kept.lock().unwrap().push(l)));
+        Osprey { child, addr, log }
+    }
+
+    /// The lines it logged so far that contain `needle`.
+    pub fn log(&self, needle: &str) -> Vec<String> {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    /// Waits until it logged `count` lines containing `needle`; false if not within `limit`.
+    pub fn wait_for_log(&self, needle: &str, count: usize, limit: Duration) -> bool {
+        let start = Instant::now();
+        while self.log(needle).len() < count {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// SIGTERM, as an operator or Kubernetes stops it, and waits for it to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill(1)");
+        assert!(sent.success(), "kill -TERM {}", self.child.id());
+        self.child.wait().expect("wait for osprey")
     }
 
     /// Its process id, for readings of its own in /proc.

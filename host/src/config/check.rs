@@ -18,9 +18,15 @@ pub(super) fn ranged(v: &Spanned<u32>, what: &str, max: u32, d: &mut Diagnostics
     }
 }
 
+/// Letters, digits, '-', '_' and '.', 1 to 64 of them: safe in a URL, a
+/// header, a metric label and a log line.
+pub(super) fn plain_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
 pub(super) fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_>) -> bool {
     let s = n.get_ref();
-    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    let ok = plain_name(s);
     if !ok {
         d.error(n.span(), format!("{what} name \"{s}\" is not valid"), Some("use letters, digits, '-', '_' and '.' (at most 64)".into()));
     }

@@ -21,7 +21,7 @@ use crate::nn::{Batching, ElemType, LoadSpec, Target, Threads};
 const DEFAULT_INSTANCES: usize = 1;
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 /// Paths the host answers itself; routes may not take them.
-const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+const RESERVED: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/v1/tunnel"];
 
 pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
     let server = server(&raw, base, d);
@@ -59,7 +59,8 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
     let tls = super::tls::compile(&raw.tls, server.listen, base, d);
     let video = video(&raw.video, d);
     let upstreams = super::upstream::compile(&raw, d);
-    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls, video, upstreams })
+    let gateway = raw.gateway.as_ref().and_then(|g| super::gateway::compile(g, base, d));
+    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls, video, upstreams, gateway })
 }
 
 /// `[redis]`: a redis:// URL and, when given, positive times. The default

@@ -5,6 +5,7 @@
 mod check;
 mod compile;
 pub mod diag;
+mod gateway;
 pub mod raw;
 pub mod tls;
 mod upstream;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diag::{ConfigError, Diagnostic};
+pub use gateway::valid_node_name;
 pub use tls::{AcmeSettings, CertFiles, Challenge, Directory, TlsMode, TlsSettings};
 
 use crate::nn::{ElemType, LoadSpec, PoolSettings};
@@ -35,6 +37,44 @@ pub struct Config {
     pub video: VideoSettings,
     /// Pools of nodes that routes may forward to.
     pub upstreams: Vec<UpstreamDef>,
+    /// A gateway this node dials out to (`[gateway]`); read at start only.
+    pub gateway: Option<GatewayDef>,
+}
+
+/// `[gateway]`: this node opens one connection to a gateway's pool and
+/// serves it HTTP/2 over that connection (a node behind NAT).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayDef {
+    /// `http://` or `https://` and a host, no path.
+    pub connect: url::Url,
+    pub pool: String,
+    /// How the gateway names this node (checked by `valid_node_name`).
+    pub name: String,
+    /// The pool's token, from the environment variable `token_env` names.
+    pub token: Secret,
+    /// An extra CA root trusted for the gateway's certificate.
+    pub ca_root: Option<PathBuf>,
+}
+
+/// A token from the environment: compared and sent, never printed (its
+/// `Debug` is redacted, so a logged config does not leak it).
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// `[upstreams.NAME]`: osprey nodes that serve the same routes; a gateway's
@@ -47,6 +87,9 @@ pub struct UpstreamDef {
     pub max_inflight_per_node: usize,
     pub health_interval: Duration,
     pub connect_timeout: Duration,
+    /// Nodes that present this token may dial in and join the pool while
+    /// connected (`tunnel_token_env`); `None`: the pool takes no tunnels.
+    pub tunnel_token: Option<Secret>,
 }
 
 /// Bounds of the video jobs: what one upload may be and how many run at once.

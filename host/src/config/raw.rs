@@ -30,6 +30,25 @@ pub struct RawConfig {
     /// Pools of osprey nodes that routes with `upstream = "NAME"` forward to.
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
+    /// A gateway this node dials out to, serving its pool over the connection it opened.
+    pub gateway: Option<Spanned<RawGateway>>,
+}
+
+/// `[gateway]`: a node behind NAT opens one connection to a gateway and
+/// serves HTTP/2 over it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// The gateway's base URL: `https://gw.example.com` (`http://` on a network you trust).
+    pub connect: Spanned<String>,
+    /// The gateway's pool (`[upstreams.NAME]` there) this node joins.
+    pub pool: Spanned<String>,
+    /// The environment variable holding the pool's token (default `OSPREY_GATEWAY_TOKEN`).
+    pub token_env: Option<Spanned<String>>,
+    /// How the gateway names this node (default: the host name).
+    pub name: Option<Spanned<String>>,
+    /// An extra CA root (PEM) trusted for the gateway's certificate (a private or test CA).
+    pub ca_root: Option<Spanned<String>>,
 }
 
 /// `[upstreams.NAME]`: a pool of osprey nodes serving the same routes.
@@ -37,7 +56,11 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// Base URLs of the nodes: `http://10.0.0.2:8080` (h2c) or `https://...` (h2 over TLS).
-    pub nodes: Spanned<Vec<Spanned<String>>>,
+    /// May be empty (or left out) when nodes dial in (`tunnel_token_env`).
+    pub nodes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The environment variable holding the token that nodes dialling in
+    /// (`[gateway]` on the node) must present; unset, none may dial in.
+    pub tunnel_token_env: Option<Spanned<String>>,
     /// Requests one node runs at once; more wait for a free node.
     pub max_inflight_per_node: Option<Spanned<u32>>,
     /// How often each node's `/readyz` is asked, in milliseconds.

@@ -1,6 +1,7 @@
 //! `[upstreams.NAME]`: pools of osprey nodes a gateway forwards routes to.
 //! Every node URL is checked here, so a typo fails at load with its line and
-//! column rather than as a refused connection under traffic.
+//! column rather than as a refused connection under traffic. A pool with
+//! `tunnel_token_env` also takes nodes that dial in (`upstream::tunnel`).
 
 use std::time::Duration;
 
@@ -25,11 +26,15 @@ fn one(name: &Spanned<String>, u: &RawUpstream, d: &mut Diagnostics<'_>) -> Opti
     if !valid_name(name, "upstream", d) {
         return None;
     }
-    if u.nodes.get_ref().is_empty() {
-        d.error(u.nodes.span(), format!("{what} lists no nodes"), Some("nodes = [\"http://10.0.0.2:8080\"]".into()));
+    let listed: &[Spanned<String>] = u.nodes.as_ref().map_or(&[], |n| n.get_ref());
+    if listed.is_empty() && u.tunnel_token_env.is_none() {
+        let span = u.nodes.as_ref().map_or(name.span(), |n| n.span());
+        let hint = "nodes = [\"http://10.0.0.2:8080\"], or tunnel_token_env = \"OSPREY_TUNNEL_TOKEN\" for nodes that dial in";
+        d.error(span, format!("{what} lists no nodes and takes no tunnels"), Some(hint.into()));
     }
+    let tunnel_token = u.tunnel_token_env.as_ref().map(|var| super::gateway::token_from_env(var, &format!("{what} tunnel_token_env"), d));
     let mut nodes = Vec::new();
-    for n in u.nodes.get_ref() {
+    for n in listed {
         match node_url(n.get_ref()) {
             Ok(url) if nodes.contains(&url) => d.error(n.span(), format!("{what}: node {url} is listed twice"), None),
             Ok(url) => nodes.push(url),
@@ -45,6 +50,8 @@ fn one(name: &Spanned<String>, u: &RawUpstream, d: &mut Diagnostics<'_>) -> Opti
         max_inflight_per_node: inflight? as usize,
         health_interval: health?,
         connect_timeout: connect?,
+        // A token that failed its check left a diagnostic: the pool is not made.
+        tunnel_token: tunnel_token.flatten(),
     };
     (d.list.len() == before).then_some(def)
 }

@@ -159,7 +159,7 @@ pub fn error(e: &ServeError) -> Response<Body> {
     if let Some(secs) = retry {
         resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if let ServeError::Unauthorized = e {
+    if let ServeError::Unauthorized | ServeError::Upstream(UpstreamError::TunnelToken(_)) = e {
         resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     if let ServeError::MethodNotAllowed(allowed) = e {
@@ -203,6 +203,9 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
             UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node"),
             UpstreamError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             UpstreamError::NodeFailed { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            UpstreamError::TunnelRequest(_) => (StatusCode::BAD_REQUEST, "bad_tunnel_request"),
+            UpstreamError::TunnelPool(_) => (StatusCode::NOT_FOUND, "unknown_pool"),
+            UpstreamError::TunnelToken(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
         },
         ServeError::Plugin(p) => match p {
             PluginError::Stage { kind, .. } => match kind {

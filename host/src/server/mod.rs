@@ -5,10 +5,13 @@
 //! - `router`: method + path → host endpoint, room or route.
 //! - `routed`: a routed request's HTTP layers (rate limit, parameters, body), then `route::answer`.
 //! - `admin`: `/admin/status` and `/admin/reload`, behind a bearer token.
+//! - `dial`: a node's side of a tunnel (`[gateway]`): it dials out to a
+//!   gateway and serves this server's requests over the connection it opened.
 //! - `page`: the web page at `/`, compiled into the binary.
 //! - `render`: whether a client asked for the annotated image.
 
 pub mod admin;
+mod dial;
 pub mod page;
 pub mod render;
 pub mod routed;
@@ -68,9 +71,12 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish
 /// (up to `shutdown_grace`). At most `max_connections` are served at once;
-/// further clients wait in the listen backlog.
+/// further clients wait in the listen backlog. With `[gateway]`, the same
+/// requests are also served over a tunnel this server dials (`dial`), which
+/// it leaves cleanly on shutdown.
 pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let settings = shared.snapshot.load().config.server.clone();
+    let gateway = shared.snapshot.load().config.gateway.clone();
     let Endpoint { listener, tls, redirect } = endpoint;
     let _redirect = redirect.zip(tls.as_ref()).map(|(plain, tls)| {
         let https_port = listener.local_addr().map_or(443, |a| a.port());
@@ -81,6 +87,8 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
         Arc::new(tls.acceptor)
     });
     let rooms = Arc::new(Rooms { shared, videos: video::Jobs::default() });
+    let (leave, left) = tokio::sync::watch::channel(false);
+    let dialer = gateway.map(|g| tokio::spawn(dial::run(g, rooms.clone(), left)));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
@@ -119,7 +127,15 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
         });
     }
     tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
+    // The tunnel sends GOAWAY now, beside the listener's connections.
+    let _ = leave.send(true);
+    let finished = async {
+        graceful.shutdown().await;
+        if let Some(d) = dialer {
+            let _ = d.await;
+        }
+    };
+    if tokio::time::timeout(settings.shutdown_grace, finished).await.is_err() {
         tracing::warn!("grace period of {} ms passed with requests still running", settings.shutdown_grace.as_millis());
     }
 }
@@ -163,6 +179,7 @@ async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAdd
         Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
         Ok(Target::Page(file)) => Ok(page::serve(file)),
         Ok(Target::Video(op)) => video::handle(shared, &rooms.videos, snapshot.clone(), op, req, peer).await,
+        Ok(Target::Tunnel) => tunnel(shared, req, peer),
         Ok(Target::Route(index)) => {
             let id = shared.request_id();
             let (result, cache) = routed::serve(shared, snapshot.clone(), index, req, peer, started, id).await;
@@ -185,6 +202,19 @@ async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAdd
     }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3);
     resp
+}
+
+/// A node dialling in: admitted by its pool's token, answered 101, and the
+/// connection handed to the upstream floor once hyper lets go of it.
+fn tunnel(shared: &Shared, mut req: Request<Incoming>, peer: std::net::SocketAddr) -> Result<Response<Body>, ServeError> {
+    use crate::upstream::tunnel;
+    let admitted = tunnel::admit(&shared.upstreams, req.version(), req.headers())?;
+    tunnel::open(shared.upstreams.clone(), admitted, peer, hyper::upgrade::on(&mut req));
+    let mut resp = Response::new(respond::full(bytes::Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("upgrade"));
+    resp.headers_mut().insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static(tunnel::PROTOCOL));
+    Ok(resp)
 }
 
 fn ready(snapshot: &Snapshot, shared: &Shared) -> Response<Body> {

@@ -15,6 +15,8 @@ pub enum Target {
     Route(usize),
     /// Under `/v1/videos`: video jobs.
     Video(crate::video::Op),
+    /// `GET /v1/tunnel`: a node dialling in to one of the gateway's pools.
+    Tunnel,
 }
 
 pub enum Miss {
@@ -31,7 +33,8 @@ pub fn find(snapshot: &Snapshot, method: &str, path: &str) -> Result<Target, Mis
         ("GET" | "HEAD", "/metrics") => return Ok(Target::Metrics),
         ("GET", "/admin/status") => return Ok(Target::Admin(Op::Status)),
         ("POST", "/admin/reload") => return Ok(Target::Admin(Op::Reload)),
-        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status") => return Err(Miss::MethodNotAllowed(vec!["GET".into()])),
+        ("GET", crate::upstream::tunnel::PATH) => return Ok(Target::Tunnel),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | crate::upstream::tunnel::PATH) => return Err(Miss::MethodNotAllowed(vec!["GET".into()])),
         (_, "/admin/reload") => return Err(Miss::MethodNotAllowed(vec!["POST".into()])),
         (_, p) if p == "/v2" || p.starts_with("/v2/") => return Ok(Target::Oip),
         _ => {}

@@ -1,7 +1,9 @@
 //! Health checks: every `health_interval`, each node's `/readyz` (over its
 //! own connection, with the connect timeout as its limit). A node that fails
 //! leaves the pool until a check passes again; a failed forward takes it out
-//! at once (`forward`), so only checks bring nodes back.
+//! at once (`forward`), so only checks bring nodes back. A node that dialled
+//! in is asked over its tunnel, like any other; HTTP/2 pings on the same
+//! connection find a tunnel whose far end vanished without a word.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -19,7 +21,7 @@ pub async fn run(pool: Weak<Pool>) {
         let Some(p) = pool.upgrade() else { return };
         let interval = p.def.health_interval;
         let mut checks = tokio::task::JoinSet::new();
-        for node in p.nodes.clone() {
+        for node in p.nodes() {
             let p = p.clone();
             checks.spawn(async move {
                 let verdict = check(&node, p.def.connect_timeout).await;

@@ -1,6 +1,8 @@
-//! One node of a pool: an osprey reached at a base URL. One HTTP/2
-//! connection carries all its requests (h2c for `http://`, h2 over TLS for
-//! `https://`); it is made on first use and remade when it closes.
+//! One node of a pool: an osprey reached at a base URL, or one that dialled
+//! in (`tunnel`). One HTTP/2 connection carries all its requests (h2c for
+//! `http://`, h2 over TLS for `https://`, or the node's own tunnel); a
+//! listed node's is made on first use and remade when it closes, a tunnel's
+//! is the one the node opened and ends with it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,7 +33,16 @@ pub struct Node {
     healthy: AtomicBool,
     inflight: AtomicUsize,
     conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
-    connect_timeout: Duration,
+    reach: Reach,
+}
+
+/// How the gateway reaches a node.
+enum Reach {
+    /// It dials the node's URL, again whenever the connection has closed.
+    Dial { connect_timeout: Duration },
+    /// The node dialled in: its connection is the only one. `close` asks
+    /// the task that holds it (`tunnel::serve`) to end it.
+    Tunnel { close: tokio::sync::Notify },
 }
 
 impl Node {
@@ -39,7 +50,35 @@ impl Node {
         let label = url.as_str().trim_end_matches('/').to_string();
         // Healthy until shown otherwise: a gateway that starts before its
         // first health check can already serve.
-        Node { url, label, healthy: AtomicBool::new(true), inflight: AtomicUsize::new(0), conn: tokio::sync::Mutex::new(None), connect_timeout }
+        Node { url, label, healthy: AtomicBool::new(true), inflight: AtomicUsize::new(0), conn: tokio::sync::Mutex::new(None), reach: Reach::Dial { connect_timeout } }
+    }
+
+    /// A node that dialled in, on the HTTP/2 connection made over its tunnel;
+    /// `url` gives requests an authority (the node ignores it).
+    pub fn tunnel(url: url::Url, label: String, sender: SendRequest<Full<Bytes>>) -> Self {
+        let conn = tokio::sync::Mutex::new(Some(sender));
+        Node { url, label, healthy: AtomicBool::new(true), inflight: AtomicUsize::new(0), conn, reach: Reach::Tunnel { close: tokio::sync::Notify::new() } }
+    }
+
+    pub fn is_tunnel(&self) -> bool {
+        matches!(self.reach, Reach::Tunnel { .. })
+    }
+
+    /// Asks a tunnel's task to end the connection (the pool stopped taking
+    /// it); the node will dial again. Nothing for a listed node.
+    pub fn close(&self) {
+        if let Reach::Tunnel { close } = &self.reach {
+            // A stored permit: the task sees it even if it is not waiting yet.
+            close.notify_one();
+        }
+    }
+
+    /// Resolves when `close` was called (never, for a listed node).
+    pub async fn closed(&self) {
+        match &self.reach {
+            Reach::Tunnel { close } => close.notified().await,
+            Reach::Dial { .. } => std::future::pending().await,
+        }
     }
 
     pub fn healthy(&self) -> bool {
@@ -76,9 +115,14 @@ impl Node {
         if let Some(s) = conn.as_ref().filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
-        let fresh = tokio::time::timeout(self.connect_timeout, self.connect())
+        let connect_timeout = match self.reach {
+            Reach::Dial { connect_timeout } => connect_timeout,
+            // Only the node can open its tunnel again; it leaves the pool meanwhile.
+            Reach::Tunnel { .. } => return Err(SendError::NoAnswer("its tunnel closed".into())),
+        };
+        let fresh = tokio::time::timeout(connect_timeout, self.connect())
             .await
-            .map_err(|_| SendError::Connect(format!("no connection within {} ms", self.connect_timeout.as_millis())))??;
+            .map_err(|_| SendError::Connect(format!("no connection within {} ms", connect_timeout.as_millis())))??;
         *conn = Some(fresh.clone());
         Ok(fresh)
     }
@@ -99,19 +143,23 @@ impl Node {
     }
 }
 
-async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, SendError>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+/// The gateway's side of every HTTP/2 connection to a node, dialled or tunnelled.
+pub(super) fn h2_client() -> hyper::client::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         // Pings find a dead peer (a pulled cable sends no reset) within ~15 s.
         .keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .handshake(io)
-        .await
-        .map_err(|e| SendError::Connect(format!("HTTP/2 handshake: {e}")))?;
+        .keep_alive_while_idle(true);
+    builder
+}
+
+async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, SendError>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = h2_client().handshake(io).await.map_err(|e| SendError::Connect(format!("HTTP/2 handshake: {e}")))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("upstream connection ended: {e}");
