@@ -73,6 +73,20 @@ pub struct NodeStatusLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeDirLabels {
+    pub upstream: String,
+    pub node: String,
+    /// `sent` (request bodies) or `received` (answer bodies).
+    pub dir: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelStatusLabels {
+    pub model: String,
+    pub status: u16,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds() -> Histogram {
@@ -105,6 +119,8 @@ pub struct Metrics {
     pub upstream_duration: Histograms<NodeLabels>,
     pub upstream_inflight: Family<NodeLabels, Gauge>,
     pub upstream_healthy: Family<NodeLabels, Gauge>,
+    pub upstream_bytes: Family<NodeDirLabels, Counter>,
+    pub oip_infer: Family<ModelStatusLabels, Counter>,
 }
 
 /// The process's metrics.
@@ -135,6 +151,8 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(seconds),
             upstream_inflight: Family::default(),
             upstream_healthy: Family::default(),
+            upstream_bytes: Family::default(),
+            oip_infer: Family::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -154,7 +172,9 @@ impl Metrics {
         r.register("upstream_requests", "Requests forwarded to a node of an upstream pool, by node and status", m.upstream_requests.clone());
         r.register("upstream_duration_seconds", "Time a node took to answer a forwarded request", m.upstream_duration.clone());
         r.register("upstream_in_flight", "Requests in flight to a node", m.upstream_inflight.clone());
-        r.register("upstream_healthy", "1 while a node is in its pool (its /readyz answers), else 0", m.upstream_healthy.clone());
+        r.register("upstream_healthy", "1 while a node is in its pool (its health check answers), else 0", m.upstream_healthy.clone());
+        r.register("upstream_bytes", "Body bytes sent to and received from a node, by direction", m.upstream_bytes.clone());
+        r.register("oip_infer_requests", "Open Inference Protocol infer requests answered, by model and status", m.oip_infer.clone());
         Metrics { registry: r, ..m }
     }
 

@@ -3,6 +3,9 @@
 //! busy healthy node and names it, passes the node's answer on as it is,
 //! retries a request the node never answered on another node, takes a dead
 //! node out without failing a request and puts a restarted one back.
+//! `remote`: a front whose model runs on the nodes (Open Inference Protocol).
+
+mod remote;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -43,7 +43,7 @@ impl OipError {
         OipError::BadInput { input: input.to_string(), why: why.into() }
     }
 
-    fn status(&self) -> StatusCode {
+    pub(super) fn status(&self) -> StatusCode {
         match self {
             OipError::NoEndpoint(_) | OipError::UnknownModel(_) | OipError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             OipError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -51,7 +51,9 @@ impl OipError {
             OipError::BadRequest(_) | OipError::BadInput { .. } => StatusCode::BAD_REQUEST,
             // What ONNX Runtime refuses about a tensor is the client's to fix.
             OipError::Model(NnError::InvalidTensor(_)) => StatusCode::BAD_REQUEST,
-            OipError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+            OipError::Deadline(_) | OipError::Model(NnError::Deadline { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            OipError::Model(NnError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            OipError::Model(NnError::RemoteFailed { .. }) => StatusCode::BAD_GATEWAY,
             OipError::Model(_) | OipError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

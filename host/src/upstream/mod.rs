@@ -10,6 +10,8 @@
 //! - `health`: asks every node's `/readyz`, taking nodes out and back.
 //! - `forward`: one upload to a node, retried once on another when the
 //!   first never answered (refused, reset) or answered 503.
+//! - `remote`: remote models (`[models.NAME] remote = ...`): `nn`'s
+//!   connector and remote backend, as Open Inference Protocol calls through `forward`.
 //!
 //! Pools outlive snapshots: a reload keeps a pool whose settings did not
 //! change (its connections and counts with it) and replaces the others.
@@ -18,6 +20,7 @@ mod forward;
 mod health;
 pub mod node;
 pub mod pool;
+mod remote;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,7 @@ use std::sync::{Arc, Mutex};
 
 pub use forward::{forward, Forwarded, Outgoing, DEADLINE_HEADER, NODE_HEADER};
 pub use pool::Pool;
+pub use remote::Remotes;
 
 use crate::config::UpstreamDef;
 
@@ -74,6 +78,11 @@ impl Pools {
             tracing::info!(upstream = def.name, nodes = def.nodes.len(), "upstream pool ready: {}", pool.describe());
             pools.insert(def.name.clone(), pool);
         }
+    }
+
+    /// The runtime the pools' connections and checks run on.
+    pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.runtime.as_ref()
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<Pool>, UpstreamError> {
