@@ -18,7 +18,8 @@
 //!    - `state`: `Shared`, what every entry point shares: the snapshot being served, the services.
 //!    - `http`: the response body, `ServeError`, the one map from errors to HTTP, reading uploads.
 //! 4. Services that outlive a snapshot, each importing only those after it:
-//!    - `upstream`: pools of osprey nodes a gateway forwards routes to; health, retry, deadline.
+//!    - `upstream`: pools of osprey nodes a gateway forwards routes to; health, retry, deadline;
+//!      and remote models over the Open Inference Protocol (it implements `nn`'s remote traits).
 //!    - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
 //!    - `tls`: certificates from ACME or files, the handshake, the redirect listener, a client's trust.
 //! 5. The corridor, each importing only those after it:
@@ -30,7 +31,8 @@
 //!    - `config`: TOML config, parsed raw then validated, errors with line and column
 //!      (in the vocabulary of `nn` and `ratelimit`).
 //!    - `ratelimit`: token buckets per client and route (memory or Redis).
-//!    - `nn`: ONNX Runtime sessions, queues and batching: the models.
+//!    - `nn`: ONNX Runtime sessions, queues and batching: the models; a remote model is
+//!      a trait object the snapshot is handed from above, so `nn` never imports the network.
 //!    - `metrics`: Prometheus metrics at `/metrics`.
 
 pub mod cache;

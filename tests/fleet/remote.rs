@@ -3,7 +3,7 @@
 //! Inference Protocol with the binary tensor extension. The front runs the
 //! real `/v1/detect` chain (image-prep, then yolo through wasi-nn) and its
 //! answer equals the node's local one; a dead node costs no request; no node
-//! is a precise 503; and the bytes on the wire are counted both ways a
+//! is a precise 503, and a reload then keeps the model; and the bytes on the wire are counted both ways a
 //! gateway can work (forward the JPEG, or send the tensors).
 //!
 //! Triton, KServe and the others are not installed here: osprey's own OIP
@@ -18,6 +18,8 @@ use osprey_tests::process::{free_addr, Osprey, ANY_PORT};
 use serde_json::Value;
 
 use super::{client, fresh_dog, node_config, post};
+
+const TOKEN: &str = "remote-test-token-0123456789";
 
 /// YOLOv5s takes 1x640x640x3 f32 and gives 1x25200x85 f32.
 const INPUT_BYTES: u64 = 640 * 640 * 3 * 4;
@@ -36,6 +38,7 @@ fn front_config(test: &str, nodes: &[String], health: &str) -> PathBuf {
         r#"
 [admin]
 watch = false
+token = "{TOKEN}"
 
 [upstreams.tensors]
 nodes = [{list}]
@@ -70,7 +73,8 @@ path = "/v1/detect"
 upstream = "jpeg"
 cache_ttl_s = 0
 "#,
-        repo = repo.display()
+        repo = repo.display(),
+        TOKEN = TOKEN
     );
     let path = dir.join("front.toml");
     std::fs::write(&path, text).unwrap();
@@ -194,6 +198,10 @@ fn a_dead_node_costs_no_request_and_no_node_is_a_503() {
         assert_eq!(status, 502, "a dead node's first request fails as a bad gateway or 503: {body}");
         assert!(Instant::now() < deadline, "the dead nodes never left the pool");
     }
+    // No node answers the metadata now: a reload keeps the model it has.
+    let resp = client().post(front.url("/admin/reload")).bearer_auth(TOKEN).send().unwrap();
+    let (status, _, record) = super::read(resp);
+    assert_eq!((status, record["outcome"].as_str()), (200, Some("success")), "{record}");
 }
 
 #[test]

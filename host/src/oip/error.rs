@@ -52,7 +52,9 @@ impl OipError {
             // What ONNX Runtime refuses about a tensor is the client's to fix.
             OipError::Model(NnError::InvalidTensor(_)) => StatusCode::BAD_REQUEST,
             OipError::Deadline(_) | OipError::Model(NnError::Deadline { .. }) => StatusCode::GATEWAY_TIMEOUT,
-            OipError::Model(NnError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            // A full queue is overload, not failure: 503 sends a gateway's
+            // retry to another node (a remote model's front retries on 503).
+            OipError::Model(NnError::Unavailable { .. } | NnError::QueueFull { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             OipError::Model(NnError::RemoteFailed { .. }) => StatusCode::BAD_GATEWAY,
             OipError::Model(_) | OipError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -99,6 +101,10 @@ mod tests {
         let e = OipError::Model(NnError::InvalidTensor("bad".into()));
         assert_eq!(response(&e).status(), StatusCode::BAD_REQUEST);
         assert_eq!(response(&OipError::Model(NnError::Runtime("x".into()))).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response(&OipError::Model(NnError::QueueFull { model: "m".into(), size: 1 })).status(), StatusCode::SERVICE_UNAVAILABLE);
+        let remote = |e| response(&OipError::Model(e)).status();
+        assert_eq!(remote(NnError::Unavailable { model: "m".into(), why: "x".into() }), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(remote(NnError::RemoteFailed { model: "m".into(), why: "x".into() }), StatusCode::BAD_GATEWAY);
     }
 
     #[test]
