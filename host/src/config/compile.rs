@@ -192,7 +192,7 @@ fn source(name: &Spanned<String>, m: &RawModel, raw: &RawConfig, base: &Path, d:
             return None;
         }
         [_] => {}
-        [(first, _), (second, span), ..] => {
+        [(first, span), (second, _), ..] => {
             d.error(span.clone(), format!("{what} has both `{first}` and `{second}`"), Some("keep one: `file` for a single version, `versions` for a folder of them, `remote` for a model another server runs".into()));
             return None;
         }
@@ -527,7 +527,7 @@ max_batch = 8
         let found = diagnostics(text);
         let at = |line: usize, needle: &str| assert!(found.iter().any(|(l, _, m)| *l == line && m.contains(needle)), "no error at line {line} with {needle:?}: {found:?}");
         at(4, "health_path \"v2/health/ready\" does not start with a single '/'");
-        at(8, "model 'both' has both `file` and `remote`");
+        at(7, "model 'both' has both `file` and `remote`");
         at(11, "upstream 'tirton' is not in [upstreams]");
         at(14, "remote model \"a/b\" cannot be a path segment");
         at(15, "instances cannot go with remote");

@@ -100,8 +100,8 @@ pub struct Identity {
     pub sha256: String,
 }
 
-/// A remote run asked for without a deadline (`Model::run`) still ends:
-/// the server's default deadline.
+/// A remote run asked for without a deadline (`Model::run`) still ends,
+/// after as long as a route's default deadline.
 const REMOTE_DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Model {
