@@ -20,7 +20,8 @@
 //!    - `http`: the response body, `ServeError`, the one map from errors to HTTP, reading uploads.
 //! 4. Services that outlive a snapshot, each importing only those after it:
 //!    - `upstream`: pools of osprey nodes a gateway forwards routes to; health, retry,
-//!      deadline; nodes that dial in over a tunnel.
+//!      deadline; nodes that dial in over a tunnel; and remote models over the Open
+//!      Inference Protocol (it implements `nn`'s remote traits).
 //!    - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
 //!    - `tls`: certificates from ACME or files, the handshake, the redirect listener, a client's trust.
 //! 5. The corridor, each importing only those after it:
@@ -33,7 +34,8 @@
 //!      (in the vocabulary of `nn` and `ratelimit`).
 //!    - `ratelimit`: token buckets per client and route (memory or Redis).
 //!    - `redis`: the Redis that cache and buckets share; timeouts, down and back, local meanwhile.
-//!    - `nn`: ONNX Runtime sessions, queues and batching: the models.
+//!    - `nn`: ONNX Runtime sessions, queues and batching: the models; a remote model is
+//!      a trait object the snapshot is handed from above, so `nn` never imports the network.
 //!    - `metrics`: Prometheus metrics at `/metrics`.
 
 pub mod cache;

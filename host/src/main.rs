@@ -1,9 +1,12 @@
 //! `osprey`: parse the command line, load the config, bind, serve.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::Parser;
 use osprey::cli::{Cli, Command};
 use osprey::plugin::Engine;
+use osprey::upstream::{Pools, Remotes};
 use osprey::{config, reload, server, snapshot::Snapshot, state::Shared, tls};
 
 fn main() -> anyhow::Result<()> {
@@ -26,10 +29,17 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
     // Compiling plugins and loading models blocks: done before the runtime serves anything.
     osprey::nn::runtime::configure(config.server.pool);
     let engine = Engine::for_server(&config.server)?;
-    let snapshot = Snapshot::build(config, &engine, None)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    // The pools come first: remote models ask their nodes for metadata while
+    // the snapshot is built (on this thread, which blocks on the runtime).
+    let pools = {
+        let _inside = runtime.enter();
+        Arc::new(Pools::new(&config.upstreams))
+    };
+    let remotes = Remotes::new(pools.clone(), &config.upstreams);
+    let snapshot = Snapshot::build_with(config, &engine, None, &remotes)?;
     runtime.block_on(async {
-        let shared = Shared::new(snapshot, Some(path.to_path_buf())).await?;
+        let shared = Shared::new_with_pools(snapshot, Some(path.to_path_buf()), pools).await?;
         if watch {
             reload::watch::spawn(shared.clone()).context("start the file watcher")?;
         }

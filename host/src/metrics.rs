@@ -96,6 +96,20 @@ pub struct NodeStatusLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeDirLabels {
+    pub upstream: String,
+    pub node: String,
+    /// `sent` (request bodies) or `received` (answer bodies).
+    pub dir: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelStatusLabels {
+    pub model: String,
+    pub status: u16,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds() -> Histogram {
@@ -134,6 +148,8 @@ pub struct Metrics {
     pub refused_by_deadline: Family<RouteLabel, Counter>,
     pub turn_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub upstream_tunnels: Family<UpstreamLabel, Gauge>,
+    pub upstream_bytes: Family<NodeDirLabels, Counter>,
+    pub oip_infer: Family<ModelStatusLabels, Counter>,
 }
 
 /// The process's metrics.
@@ -169,6 +185,8 @@ impl Metrics {
             refused_by_deadline: Family::default(),
             turn_seconds: Gauge::default(),
             upstream_tunnels: Family::default(),
+            upstream_bytes: Family::default(),
+            oip_infer: Family::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -188,12 +206,14 @@ impl Metrics {
         r.register("upstream_requests", "Requests forwarded to a node of an upstream pool, by node and status", m.upstream_requests.clone());
         r.register("upstream_duration_seconds", "Time a node took to answer a forwarded request", m.upstream_duration.clone());
         r.register("upstream_in_flight", "Requests in flight to a node", m.upstream_inflight.clone());
-        r.register("upstream_healthy", "1 while a node is in its pool (its /readyz answers), else 0", m.upstream_healthy.clone());
+        r.register("upstream_healthy", "1 while a node is in its pool (its health check answers), else 0", m.upstream_healthy.clone());
         r.register("redis_up", "1 while Redis answers, 0 while this host serves from its own cache and token buckets", m.redis_up.clone());
         r.register("redis_local", "Cache lookups and token-bucket checks served locally because Redis was down, by use", m.redis_local.clone());
         r.register("admission_refused", "Requests refused at once because their predicted wait and run would pass their deadline, by route", m.refused_by_deadline.clone());
         r.register("turn_seconds", "The mean time a turn to run a chain is held lately: what admission predicts waits from", m.turn_seconds.clone());
         r.register("upstream_tunnels", "Nodes connected to a pool over tunnels they dialled", m.upstream_tunnels.clone());
+        r.register("upstream_bytes", "Body bytes sent to and received from a node, by direction", m.upstream_bytes.clone());
+        r.register("oip_infer_requests", "Open Inference Protocol infer requests answered, by model and status", m.oip_infer.clone());
         Metrics { registry: r, ..m }
     }
 

@@ -173,7 +173,7 @@ async fn forward(shared: &Shared, route: &Route, pool: &str, ask: Ask, deadline:
         None => route.path.clone(),
     };
     let method = route.method.parse().unwrap_or(hyper::Method::POST);
-    let out = Outgoing { method, path_and_query, content_type: blob.content_type, accept: ask.pass.accept, body: blob.bytes };
+    let out = Outgoing { method, path_and_query, content_type: blob.content_type, accept: ask.pass.accept, headers: Default::default(), body: blob.bytes };
     Ok(Answer::Forwarded(crate::upstream::forward(&pool, &out, deadline).await?))
 }
 

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::chain::{self, Chain};
 use crate::config::{Config, InputSpec, ModelDef, ModelSource, RouteDef};
 use crate::metrics::ModelVersionLabels;
-use crate::nn::{Identity, Model, NnError, Registry};
+use crate::nn::{Connector, Identity, Model, NnError, NoRemotes, Registry, RemoteSpec};
 use crate::plugin::engine::{hex, read_plugin};
 use crate::plugin::{Engine, Plugin, PluginError};
 
@@ -67,13 +67,23 @@ impl Snapshot {
         }
     }
 
-    /// Compiles every plugin and loads every model version, reusing those of
-    /// `previous` whose files did not change. Blocking (up to seconds): run it
-    /// before serving or on a blocking thread.
+    /// A snapshot without remote models (`build_with` for those).
     pub fn build(config: Config, engine: &Engine, previous: Option<&Snapshot>) -> Result<Snapshot, SnapshotError> {
+        Self::build_with(config, engine, previous, &NoRemotes)
+    }
+
+    /// Compiles every plugin and loads every model version, reusing those of
+    /// `previous` whose files did not change; `remotes` opens the remote
+    /// models. Blocking (up to seconds): run it before serving or on a
+    /// blocking thread, never on an async worker.
+    pub fn build_with(config: Config, engine: &Engine, previous: Option<&Snapshot>, remotes: &dyn Connector) -> Result<Snapshot, SnapshotError> {
         let mut registry = Registry::default();
         for def in &config.models {
-            registry.insert_versions(load_versions(def, previous)?);
+            let versions = match &def.source {
+                ModelSource::Remote(spec) => vec![load_remote(def, spec, previous, remotes)?],
+                _ => load_versions(def, previous)?,
+            };
+            registry.insert_versions(versions);
         }
         let mut plugins = HashMap::new();
         for def in &config.plugins {
@@ -172,11 +182,45 @@ fn load_versions(def: &ModelDef, previous: Option<&Snapshot>) -> Result<Vec<Arc<
     Ok(out)
 }
 
+/// A remote model: its metadata asked again on every build, so a reload sees
+/// what the server serves now. A server that does not answer fails the first
+/// load (a gateway cannot offer ports it does not know); on a reload the
+/// model of the previous snapshot is kept, so a node that is down for a
+/// moment never costs a reload.
+fn load_remote(def: &ModelDef, spec: &RemoteSpec, previous: Option<&Snapshot>, remotes: &dyn Connector) -> Result<Arc<Model>, NnError> {
+    let labels = read_labels(def, def.labels.as_deref())?;
+    let location = std::path::PathBuf::from(spec.location());
+    let kept = || {
+        previous?.registry.iter().find(|m| m.name() == def.name && m.identity().file == location && m.labels() == labels.as_slice()).cloned()
+    };
+    let opened = match remotes.open(&def.name, spec) {
+        Ok(o) => o,
+        Err(e) => match kept() {
+            Some(m) => {
+                tracing::warn!(model = def.name, "keeping the remote model's metadata of the last load: {e}");
+                return Ok(m);
+            }
+            None => return Err(e),
+        },
+    };
+    let id = Identity { name: def.name.clone(), version: opened.version.clone(), file: location.clone(), sha256: opened.digest.clone() };
+    if let Some(m) = kept().filter(|m| m.identity() == &id) {
+        return Ok(m);
+    }
+    let model = Model::remote(id, labels, &def.load, opened);
+    if let Some(want) = &def.input {
+        check_input(&model, want).map_err(|why| NnError::Load { model: def.name.clone(), file: location.clone(), why })?;
+    }
+    tracing::info!(model = def.name, version = model.identity().version, "remote model at {}", location.display());
+    Ok(Arc::new(model))
+}
+
 /// `(version, file)` pairs: "1" for a single file, else every numbered subfolder with a `model.onnx`.
 fn versions(def: &ModelDef) -> Result<Vec<(String, PathBuf)>, NnError> {
     let dir = match &def.source {
         ModelSource::File(f) => return Ok(vec![("1".to_string(), f.clone())]),
         ModelSource::Versions(dir) => dir,
+        ModelSource::Remote(spec) => return Err(NnError::Load { model: def.name.clone(), file: spec.location().into(), why: "a remote model has no files".into() }),
     };
     let fail = |why: String| NnError::Load { model: def.name.clone(), file: dir.clone(), why };
     let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)

@@ -34,8 +34,9 @@ pub struct Shared {
     pub admission: Admission,
     /// The certificate being served; unset while TLS is off.
     pub tls: OnceLock<Arc<crate::tls::Status>>,
-    /// The pools of nodes that upstream routes forward to.
-    pub upstreams: Pools,
+    /// The pools of nodes that upstream routes forward to and remote models
+    /// run on (shared with the connector that builds snapshots).
+    pub upstreams: Arc<Pools>,
     next_request: AtomicU64,
 }
 
@@ -43,6 +44,12 @@ impl Shared {
     /// Makes the services the config names. With `[redis] url`, a host
     /// starts even while Redis is away: it serves from local state meanwhile.
     pub async fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Result<Arc<Self>, CacheError> {
+        let pools = Arc::new(Pools::new(&snapshot.config.upstreams));
+        Self::new_with_pools(snapshot, config_path, pools).await
+    }
+
+    /// Like `new`, with the pools the snapshot's remote models were opened on.
+    pub async fn new_with_pools(snapshot: Snapshot, config_path: Option<PathBuf>, pools: Arc<Pools>) -> Result<Arc<Self>, CacheError> {
         let (bytes, clock) = (snapshot.config.cache_bytes, Box::<SystemClock>::default());
         let (cache, limiter) = match &snapshot.config.redis {
             Some(settings) => {
@@ -52,13 +59,17 @@ impl Shared {
             }
             None => (Cache::memory(bytes), Limiter::memory(clock)),
         };
-        Ok(Self::with(snapshot, config_path, cache, limiter))
+        Ok(Self::assemble(snapshot, config_path, cache, limiter, pools))
     }
 
     /// With services made by the caller (tests bring a fake clock).
     pub fn with(snapshot: Snapshot, config_path: Option<PathBuf>, cache: Cache, limiter: Limiter) -> Arc<Self> {
+        let pools = Arc::new(Pools::new(&snapshot.config.upstreams));
+        Self::assemble(snapshot, config_path, cache, limiter, pools)
+    }
+
+    fn assemble(snapshot: Snapshot, config_path: Option<PathBuf>, cache: Cache, limiter: Limiter, upstreams: Arc<Pools>) -> Arc<Self> {
         snapshot.announce();
-        let snapshot_upstreams = snapshot.config.upstreams.clone();
         let inflight = Arc::new(Semaphore::new(snapshot.config.server.max_inflight));
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -70,7 +81,7 @@ impl Shared {
             cache,
             limiter,
             tls: OnceLock::new(),
-            upstreams: Pools::new(&snapshot_upstreams),
+            upstreams,
             next_request: AtomicU64::new(1),
         })
     }

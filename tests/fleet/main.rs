@@ -3,8 +3,11 @@
 //! busy healthy node and names it, passes the node's answer on as it is,
 //! retries a request the node never answered on another node, takes a dead
 //! node out without failing a request and puts a restarted one back.
+//!
 //! `tunnel`: the same with nodes that dial out to the gateway.
+//! `remote`: a front whose model runs on the nodes (Open Inference Protocol).
 
+mod remote;
 mod tunnel;
 
 use std::path::PathBuf;

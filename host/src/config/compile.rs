@@ -25,7 +25,7 @@ const RESERVED: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/v1/tunnel"];
 
 pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
     let server = server(&raw, base, d);
-    let models: Vec<ModelDef> = raw.models.iter().filter_map(|(n, m)| model(n, m, base, d)).collect();
+    let models: Vec<ModelDef> = raw.models.iter().filter_map(|(n, m)| model(n, m, &raw, base, d)).collect();
     let plugins: Vec<PluginDef> = raw
         .plugins
         .iter()
@@ -158,9 +158,9 @@ fn server(raw: &RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> ServerSettin
     out
 }
 
-fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelDef> {
+fn model(name: &Spanned<String>, m: &RawModel, raw: &RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelDef> {
     let ok = valid_name(name, "model", d);
-    let source = source(name, m, base, d);
+    let source = source(name, m, raw, base, d);
     let labels = m.labels.as_ref().and_then(|l| d.existing(base, l, &format!("labels of model '{}'", name.get_ref()), "run `make setup` to fetch the models"));
     let target = match m.target.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
         None | Some(("auto", _)) => Target::Auto,
@@ -191,11 +191,33 @@ fn model(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<
     .filter(|_| ok)
 }
 
-fn source(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelSource> {
+fn source(name: &Spanned<String>, m: &RawModel, raw: &RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<ModelSource> {
     let what = format!("model '{}'", name.get_ref());
+    let given: Vec<(&str, std::ops::Range<usize>)> = [
+        ("file", m.file.as_ref().map(|f| f.span())),
+        ("versions", m.versions.as_ref().map(|v| v.span())),
+        ("remote", m.remote.as_ref().map(|r| r.span())),
+    ]
+    .into_iter()
+    .filter_map(|(key, span)| Some((key, span?)))
+    .collect();
+    match given.as_slice() {
+        [] => {
+            d.error(name.span(), format!("{what} has none of `file`, `versions` or `remote`"), Some("add file = \"path/to/model.onnx\"".into()));
+            return None;
+        }
+        [_] => {}
+        [(first, span), (second, _), ..] => {
+            d.error(span.clone(), format!("{what} has both `{first}` and `{second}`"), Some("keep one: `file` for a single version, `versions` for a folder of them, `remote` for a model another server runs".into()));
+            return None;
+        }
+    }
+    if let Some(r) = &m.remote {
+        return remote(&what, r, m, raw, d);
+    }
     match (&m.file, &m.versions) {
-        (Some(f), None) => d.existing(base, f, &what, "run `make setup` to fetch the models").map(ModelSource::File),
-        (None, Some(v)) => {
+        (Some(f), _) => d.existing(base, f, &what, "run `make setup` to fetch the models").map(ModelSource::File),
+        (_, Some(v)) => {
             let dir = base.join(v.get_ref());
             if dir.is_dir() {
                 Some(ModelSource::Versions(dir))
@@ -204,15 +226,47 @@ fn source(name: &Spanned<String>, m: &RawModel, base: &Path, d: &mut Diagnostics
                 None
             }
         }
-        (Some(f), Some(_)) => {
-            d.error(f.span(), format!("{what} has both `file` and `versions`"), Some("keep one: `file` for a single version, `versions` for a folder of them".into()));
-            None
-        }
-        (None, None) => {
-            d.error(name.span(), format!("{what} has neither `file` nor `versions`"), Some("add file = \"path/to/model.onnx\"".into()));
-            None
+        (None, None) => None,
+    }
+}
+
+/// `remote = { upstream, model, version }`: the pool must exist, and the keys
+/// that tune local sessions have no meaning (the remote server decides them).
+fn remote(what: &str, r: &Spanned<super::raw::RawRemote>, m: &RawModel, raw: &RawConfig, d: &mut Diagnostics<'_>) -> Option<ModelSource> {
+    let before = d.list.len();
+    let rr = r.get_ref();
+    let upstream = &rr.upstream;
+    if !raw.upstreams.keys().any(|k| k.get_ref() == upstream.get_ref()) {
+        let known = raw.upstreams.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+        let hint = if known.is_empty() { "add [upstreams.NAME] with the nodes that serve the model".to_string() } else { format!("defined upstreams: {known}") };
+        d.error(upstream.span(), format!("{what}: upstream '{}' is not in [upstreams]", upstream.get_ref()), Some(hint));
+    }
+    for (key, value) in [("model", Some(&rr.model)), ("version", rr.version.as_ref())] {
+        let Some(v) = value else { continue };
+        let s = v.get_ref();
+        if s.is_empty() || s.contains(['/', '?', '#', '%', ' ']) {
+            d.error(v.span(), format!("{what}: remote {key} \"{s}\" cannot be a path segment"), Some("the name (or version) as the remote server lists it, without '/', '?', '#', '%' or spaces".into()));
         }
     }
+    let local = [
+        ("target", m.target.as_ref().map(|v| v.span())),
+        ("instances", m.instances.as_ref().map(|v| v.span())),
+        ("threads", m.threads.as_ref().map(|v| v.span())),
+        ("max_batch", m.max_batch.as_ref().map(|v| v.span())),
+        ("max_queue_delay_us", m.max_queue_delay_us.as_ref().map(|v| v.span())),
+        ("queue_size", m.queue_size.as_ref().map(|v| v.span())),
+    ];
+    for (key, span) in local {
+        if let Some(span) = span {
+            d.error(span, format!("{what}: {key} cannot go with remote; the remote server runs, queues and batches the model"), Some(format!("remove {key}, or set it on the server that runs the model")));
+        }
+    }
+    let spec = crate::nn::RemoteSpec {
+        upstream: upstream.get_ref().clone(),
+        model: rr.model.get_ref().clone(),
+        version: rr.version.as_ref().map(|v| v.get_ref().clone()),
+    };
+    (d.list.len() == before).then_some(ModelSource::Remote(spec))
 }
 
 fn batching(m: &RawModel, d: &mut Diagnostics<'_>) -> Option<Batching> {
@@ -443,5 +497,64 @@ threads = 4
         let load = |name: &str| config.models.iter().find(|m| m.name == name).unwrap().load.clone();
         assert_eq!((load("plain").instances, load("plain").threads), (super::DEFAULT_INSTANCES, Threads::Shared));
         assert_eq!((load("own").instances, load("own").threads), (2, Threads::Own(4)));
+    }
+
+    fn diagnostics(text: &str) -> Vec<(usize, usize, String)> {
+        let err = super::super::parse(text, &Path::new(env!("CARGO_MANIFEST_DIR")).join("osprey.toml")).unwrap_err();
+        err.diagnostics().iter().map(|d| (d.line, d.column, d.message.clone())).collect()
+    }
+
+    #[test]
+    fn a_remote_model_names_a_pool_and_its_model_on_the_nodes() {
+        let text = r#"
+[upstreams.triton]
+nodes = ["http://10.0.0.2:8000"]
+health_path = "/v2/health/ready"
+
+[models.yolo]
+remote = { upstream = "triton", model = "yolov8n", version = "2" }
+"#;
+        let config = super::super::parse(text, &Path::new(env!("CARGO_MANIFEST_DIR")).join("osprey.toml")).unwrap();
+        let spec = crate::nn::RemoteSpec { upstream: "triton".into(), model: "yolov8n".into(), version: Some("2".into()) };
+        assert_eq!(config.models[0].source, super::ModelSource::Remote(spec));
+        assert_eq!(config.upstreams[0].health_path, "/v2/health/ready");
+    }
+
+    #[test]
+    fn remote_errors_stand_where_the_key_is() {
+        let text = r#"
+[upstreams.triton]
+nodes = ["http://10.0.0.2:8000"]
+health_path = "v2/health/ready"
+
+[models.both]
+file = "Cargo.toml"
+remote = { upstream = "triton", model = "m" }
+
+[models.lost]
+remote = { upstream = "tirton", model = "m" }
+
+[models.tuned]
+remote = { upstream = "triton", model = "a/b" }
+instances = 2
+max_batch = 8
+"#;
+        let found = diagnostics(text);
+        let at = |line: usize, needle: &str| assert!(found.iter().any(|(l, _, m)| *l == line && m.contains(needle)), "no error at line {line} with {needle:?}: {found:?}");
+        at(4, "health_path \"v2/health/ready\" does not start with a single '/'");
+        at(7, "model 'both' has both `file` and `remote`");
+        at(11, "upstream 'tirton' is not in [upstreams]");
+        at(14, "remote model \"a/b\" cannot be a path segment");
+        at(15, "instances cannot go with remote");
+        assert_eq!(found.iter().find(|(l, _, _)| *l == 11).unwrap().1, 23, "the column of the upstream's value");
+        at(16, "max_batch cannot go with remote");
+    }
+
+    #[test]
+    fn a_model_without_a_source_says_what_to_add() {
+        let found = diagnostics("[models.empty]\nlabels = \"Cargo.toml\"\n");
+        assert!(found[0].2.contains("has none of `file`, `versions` or `remote`"), "{found:?}");
+        let found = diagnostics("[models.odd]\nremote = { upstream = \"x\", model = \"m\", port = 1 }\n");
+        assert!(found[0].2.contains("unknown field `port`"), "{found:?}");
     }
 }

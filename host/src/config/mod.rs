@@ -78,7 +78,8 @@ impl std::fmt::Debug for Secret {
 }
 
 /// `[upstreams.NAME]`: osprey nodes that serve the same routes; a gateway's
-/// route with `upstream = NAME` forwards each upload to one of them.
+/// route with `upstream = NAME` forwards each upload to one of them, and a
+/// model with `remote = { upstream = NAME, ... }` sends them its tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamDef {
     pub name: String,
@@ -90,6 +91,9 @@ pub struct UpstreamDef {
     /// Nodes that present this token may dial in and join the pool while
     /// connected (`tunnel_token_env`); `None`: the pool takes no tunnels.
     pub tunnel_token: Option<Secret>,
+    /// What health checks ask each node: `/readyz`, or `/v2/health/ready`
+    /// for servers of the Open Inference Protocol.
+    pub health_path: String,
 }
 
 /// Bounds of the video jobs: what one upload may be and how many run at once.
@@ -198,6 +202,8 @@ pub enum ModelSource {
     /// A folder whose subfolders `1/`, `2/`, ... each hold a `model.onnx`;
     /// the highest number is what an unpinned `model = "name"` gets.
     Versions(PathBuf),
+    /// Another server runs it (Open Inference Protocol v2), through a pool of `[upstreams]`.
+    Remote(crate::nn::RemoteSpec),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -67,6 +67,9 @@ pub struct RawUpstream {
     pub health_interval_ms: Option<Spanned<u64>>,
     /// How long a connection to a node (and a health check) may take, in milliseconds.
     pub connect_timeout_ms: Option<Spanned<u64>>,
+    /// The path health checks ask (default `/readyz`; `/v2/health/ready` for
+    /// Triton, KServe and other Open Inference Protocol servers).
+    pub health_path: Option<Spanned<String>>,
 }
 
 /// `[video]`: bounds of the video jobs (`POST /v1/videos`).
@@ -153,8 +156,10 @@ pub struct RawServer {
 pub struct RawModel {
     /// One model file (version "1")...
     pub file: Option<Spanned<String>>,
-    /// ...or a folder of versions: `<dir>/<N>/model.onnx`, N a whole number.
+    /// ...or a folder of versions: `<dir>/<N>/model.onnx`, N a whole number...
     pub versions: Option<Spanned<String>>,
+    /// ...or a model another server runs, reached through an upstream pool.
+    pub remote: Option<Spanned<RawRemote>>,
     pub labels: Option<Spanned<String>>,
     pub input: Option<Spanned<RawInput>>,
     pub target: Option<Spanned<String>>,
@@ -168,6 +173,15 @@ pub struct RawModel {
     pub max_queue_delay_us: Option<Spanned<u64>>,
     /// Requests that may wait for this model; more are answered 429.
     pub queue_size: Option<Spanned<u32>>,
+}
+
+/// `remote = { upstream = "triton", model = "yolov8n", version = "1" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    pub upstream: Spanned<String>,
+    pub model: Spanned<String>,
+    pub version: Option<Spanned<String>>,
 }
 
 /// What the model takes, checked against the file when it loads.

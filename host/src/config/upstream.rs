@@ -15,6 +15,7 @@ use super::UpstreamDef;
 const DEFAULT_INFLIGHT: usize = 16;
 const DEFAULT_HEALTH: Duration = Duration::from_secs(1);
 const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
+const DEFAULT_HEALTH_PATH: &str = "/readyz";
 
 pub fn compile(raw: &RawConfig, d: &mut Diagnostics<'_>) -> Vec<UpstreamDef> {
     raw.upstreams.iter().filter_map(|(name, u)| one(name, u, d)).collect()
@@ -44,6 +45,10 @@ fn one(name: &Spanned<String>, u: &RawUpstream, d: &mut Diagnostics<'_>) -> Opti
     let inflight = u.max_inflight_per_node.as_ref().map_or(Some(DEFAULT_INFLIGHT as u32), |v| ranged(v, &format!("{what} max_inflight_per_node"), 100_000, d));
     let health = u.health_interval_ms.as_ref().map_or(Some(DEFAULT_HEALTH), |v| positive_ms(v, &format!("{what} health_interval_ms"), d));
     let connect = u.connect_timeout_ms.as_ref().map_or(Some(DEFAULT_CONNECT), |v| positive_ms(v, &format!("{what} connect_timeout_ms"), d));
+    let health_path = match &u.health_path {
+        None => Some(DEFAULT_HEALTH_PATH.to_string()),
+        Some(p) => health_path(p.get_ref()).map_err(|why| d.error(p.span(), format!("{what} health_path \"{}\" {why}", p.get_ref()), Some("like \"/readyz\" (osprey) or \"/v2/health/ready\" (Triton, KServe)".into()))).ok(),
+    };
     let def = UpstreamDef {
         name: name.get_ref().clone(),
         nodes,
@@ -52,8 +57,20 @@ fn one(name: &Spanned<String>, u: &RawUpstream, d: &mut Diagnostics<'_>) -> Opti
         connect_timeout: connect?,
         // A token that failed its check left a diagnostic: the pool is not made.
         tunnel_token: tunnel_token.flatten(),
+        health_path: health_path?,
     };
     (d.list.len() == before).then_some(def)
+}
+
+/// A path on the node: absolute, no query, nothing a URL would escape.
+fn health_path(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') || p.starts_with("//") {
+        return Err("does not start with a single '/'".into());
+    }
+    if p.contains(['?', '#', ' ']) {
+        return Err("has a query, fragment or space".into());
+    }
+    Ok(p.to_string())
 }
 
 /// A node's base URL: http or https, a host, no path, query or credentials
@@ -77,7 +94,15 @@ fn node_url(text: &str) -> Result<url::Url, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::node_url;
+    use super::{health_path, node_url};
+
+    #[test]
+    fn health_paths_are_absolute_paths() {
+        assert_eq!(health_path("/v2/health/ready").unwrap(), "/v2/health/ready");
+        assert!(health_path("v2/health/ready").is_err());
+        assert!(health_path("//evil.example/x").is_err());
+        assert!(health_path("/readyz?x=1").is_err());
+    }
 
     #[test]
     fn node_urls_are_plain_base_urls() {

@@ -152,7 +152,7 @@ pub fn error(e: &ServeError) -> Response<Body> {
         // A video job takes seconds to minutes: retrying at once only costs an upload.
         ServeError::Video(VideoError::Busy { .. }) => Some(5),
         // Health checks run every second or so: a node may be back by then.
-        ServeError::Upstream(UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_)) => Some(1),
+        ServeError::Upstream(UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_)) | ServeError::Plugin(PluginError::ModelUnavailable(_)) => Some(1),
         ServeError::RateLimited(wait) | ServeError::WouldMissDeadline { wait, .. } => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
         _ => None,
     };
@@ -219,6 +219,8 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
             },
             PluginError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             PluginError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+            PluginError::ModelUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node"),
+            PluginError::RemoteFailed(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             PluginError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_trapped"),
             PluginError::OutOfMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_out_of_memory"),
             PluginError::Load { .. } | PluginError::Sandbox(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),

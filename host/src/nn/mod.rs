@@ -6,12 +6,15 @@
 //! - `model`: one model file as a pool of sessions, with its execution provider.
 //! - `scheduler`: the model's bounded queue and dynamic batching, one worker per session.
 //! - `tensor`: the host-side tensor behind wasi-nn `tensor` handles.
+//! - `remote`: a model run by another server (Open Inference Protocol), as
+//!   traits the `upstream` floor implements: the network stays above this floor.
 //!
 //! The floor of the corridor: it imports nothing above it. The wasi-nn
 //! interface plugins call lives a floor up, in `crate::plugin::wasi_nn`.
 
 pub mod model;
 pub mod pool;
+pub mod remote;
 pub mod scheduler;
 pub mod runtime;
 pub mod tensor;
@@ -22,6 +25,7 @@ use std::sync::Arc;
 
 pub use model::{Identity, LoadSpec, Model, Provider, Target, Threads};
 pub use pool::PoolSettings;
+pub use remote::{Connector, NoRemotes, Opened, RemoteModel, RemoteSpec};
 pub use scheduler::Batching;
 pub use tensor::{ElemType, Tensor, TensorData};
 
@@ -45,6 +49,14 @@ pub enum NnError {
     QueueFull { model: String, size: usize },
     #[error("the deadline passed while the request waited for model '{model}'")]
     Deadline { model: String },
+    /// A remote model's pool has no node to take the run now (none healthy,
+    /// or the nodes answered 503/429): the host answers 503.
+    #[error("model '{model}' is remote and unavailable: {why}")]
+    Unavailable { model: String, why: String },
+    /// A remote model's node failed the run or answered what this host cannot
+    /// read: the host answers 502.
+    #[error("model '{model}' is remote and its server failed: {why}")]
+    RemoteFailed { model: String, why: String },
 }
 
 /// The models of one snapshot, shared by every request's store. A model is

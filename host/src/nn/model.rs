@@ -1,4 +1,5 @@
-//! A loaded model: ONNX Runtime sessions over one file, behind its scheduler.
+//! A loaded model: ONNX Runtime sessions over one file, behind its scheduler,
+//! or a remote model (`remote`) that another server runs.
 //!
 //! `Session::run` needs `&mut self`, so one session serves one request at a
 //! time; more sessions let concurrent requests on the same model run side by
@@ -15,6 +16,7 @@ use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+use super::remote::{Opened, RemoteModel};
 use super::scheduler::{Batching, Inputs, Runner, Scheduler};
 use super::tensor::{ElemType, Tensor, TensorData};
 use super::NnError;
@@ -34,6 +36,8 @@ pub enum Target {
 pub enum Provider {
     Cpu,
     Cuda,
+    /// Another server runs it (Open Inference Protocol).
+    Remote,
 }
 
 impl std::fmt::Display for Provider {
@@ -41,6 +45,7 @@ impl std::fmt::Display for Provider {
         f.write_str(match self {
             Provider::Cpu => "CPUExecutionProvider",
             Provider::Cuda => "CUDAExecutionProvider",
+            Provider::Remote => "remote",
         })
     }
 }
@@ -89,10 +94,15 @@ pub struct Port {
 pub struct Identity {
     pub name: String,
     pub version: String,
+    /// The model file; for a remote model, its location (`RemoteSpec::location`).
     pub file: std::path::PathBuf,
-    /// SHA-256 of the model file.
+    /// SHA-256 of the model file; for a remote model, of its metadata.
     pub sha256: String,
 }
+
+/// A remote run asked for without a deadline (`Model::run`) still ends,
+/// after as long as a route's default deadline.
+const REMOTE_DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Model {
     id: Identity,
@@ -102,14 +112,25 @@ pub struct Model {
     outputs: Vec<Port>,
     labels: Arc<Vec<String>>,
     spec: LoadSpec,
-    scheduler: Arc<Scheduler>,
+    backend: Backend,
+}
+
+/// Who runs the model.
+enum Backend {
+    /// Sessions of this process, behind the model's queue.
+    Local(Arc<Scheduler>),
+    /// Another server, which queues and batches on its side: requests go out
+    /// as they come, bounded by the upstream pool's per-node cap.
+    Remote(Arc<dyn RemoteModel>),
 }
 
 impl Drop for Model {
     /// The last request on this model is done (it held an `Arc`): let the
     /// workers drain and exit, which frees the sessions.
     fn drop(&mut self) {
-        self.scheduler.close();
+        if let Backend::Local(s) = &self.backend {
+            s.close();
+        }
     }
 }
 
@@ -169,8 +190,22 @@ impl Model {
             outputs,
             labels: Arc::new(labels),
             spec: spec.clone(),
-            scheduler,
+            backend: Backend::Local(scheduler),
         })
+    }
+
+    /// A model another server runs, with the ports its metadata declared.
+    pub fn remote(id: Identity, labels: Vec<String>, spec: &LoadSpec, opened: Opened) -> Self {
+        Model {
+            id,
+            loaded_at: std::time::SystemTime::now(),
+            provider: Provider::Remote,
+            inputs: opened.inputs,
+            outputs: opened.outputs,
+            labels: Arc::new(labels),
+            spec: spec.clone(),
+            backend: Backend::Remote(opened.backend),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -218,10 +253,17 @@ impl Model {
         self.run_until(inputs, None)
     }
 
-    /// Like `run`, but gives up unrun when `deadline` passes while queued.
+    /// Like `run`, but gives up unrun when `deadline` passes while queued
+    /// (for a remote model: gives the server what is left of it).
     pub fn run_until(&self, inputs: Vec<(String, Tensor)>, deadline: Option<std::time::Instant>) -> Result<Vec<(String, Tensor)>, NnError> {
         let ordered = self.order_inputs(inputs)?;
-        self.scheduler.submit(ordered, deadline)
+        match &self.backend {
+            Backend::Local(s) => s.submit(ordered, deadline),
+            Backend::Remote(r) => {
+                let deadline = deadline.unwrap_or_else(|| std::time::Instant::now() + REMOTE_DEFAULT_DEADLINE);
+                r.infer(ordered, deadline)
+            }
+        }
     }
 
     fn order_inputs(&self, mut given: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {

@@ -29,7 +29,31 @@ pub enum ElemType {
 }
 
 impl ElemType {
-    fn width(self) -> usize {
+    /// The Open Inference Protocol's name of the type (`FP32`, ...).
+    pub fn protocol_name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "FP32",
+            ElemType::F64 => "FP64",
+            ElemType::U8 => "UINT8",
+            ElemType::I32 => "INT32",
+            ElemType::I64 => "INT64",
+        }
+    }
+
+    /// The type of an Open Inference Protocol datatype name, for those this host moves.
+    pub fn from_protocol_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "FP32" => ElemType::F32,
+            "FP64" => ElemType::F64,
+            "UINT8" => ElemType::U8,
+            "INT32" => ElemType::I32,
+            "INT64" => ElemType::I64,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of one element.
+    pub fn width(self) -> usize {
         match self {
             ElemType::U8 => 1,
             ElemType::F32 | ElemType::I32 => 4,
@@ -86,6 +110,17 @@ impl Tensor {
             TensorData::U8(_) => ElemType::U8,
             TensorData::I32(_) => ElemType::I32,
             TensorData::I64(_) => ElemType::I64,
+        }
+    }
+
+    /// The elements as little-endian bytes, borrowed (for the wire).
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.data {
+            TensorData::U8(v) => v,
+            TensorData::F32(v) => bytemuck::cast_slice(v),
+            TensorData::F64(v) => bytemuck::cast_slice(v),
+            TensorData::I32(v) => bytemuck::cast_slice(v),
+            TensorData::I64(v) => bytemuck::cast_slice(v),
         }
     }
 

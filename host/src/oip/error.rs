@@ -43,7 +43,7 @@ impl OipError {
         OipError::BadInput { input: input.to_string(), why: why.into() }
     }
 
-    fn status(&self) -> StatusCode {
+    pub(super) fn status(&self) -> StatusCode {
         match self {
             OipError::NoEndpoint(_) | OipError::UnknownModel(_) | OipError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             OipError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -51,7 +51,11 @@ impl OipError {
             OipError::BadRequest(_) | OipError::BadInput { .. } => StatusCode::BAD_REQUEST,
             // What ONNX Runtime refuses about a tensor is the client's to fix.
             OipError::Model(NnError::InvalidTensor(_)) => StatusCode::BAD_REQUEST,
-            OipError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+            OipError::Deadline(_) | OipError::Model(NnError::Deadline { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            // A full queue is overload, not failure: 503 sends a gateway's
+            // retry to another node (a remote model's front retries on 503).
+            OipError::Model(NnError::Unavailable { .. } | NnError::QueueFull { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            OipError::Model(NnError::RemoteFailed { .. }) => StatusCode::BAD_GATEWAY,
             OipError::Model(_) | OipError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +101,10 @@ mod tests {
         let e = OipError::Model(NnError::InvalidTensor("bad".into()));
         assert_eq!(response(&e).status(), StatusCode::BAD_REQUEST);
         assert_eq!(response(&OipError::Model(NnError::Runtime("x".into()))).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response(&OipError::Model(NnError::QueueFull { model: "m".into(), size: 1 })).status(), StatusCode::SERVICE_UNAVAILABLE);
+        let remote = |e| response(&OipError::Model(e)).status();
+        assert_eq!(remote(NnError::Unavailable { model: "m".into(), why: "x".into() }), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(remote(NnError::RemoteFailed { model: "m".into(), why: "x".into() }), StatusCode::BAD_GATEWAY);
     }
 
     #[test]

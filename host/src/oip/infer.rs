@@ -6,6 +6,7 @@
 //! would otherwise stall every connection on the worker.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -27,12 +28,15 @@ pub async fn infer(snapshot: Arc<Snapshot>, model: Arc<Model>, req: Request<Inco
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| OipError::bad("Inference-Header-Content-Length is not text"))?.to_string()),
     };
+    // A gateway whose model is remote to this server says how long it waits.
+    let budget = parts.headers.get(crate::upstream::DEADLINE_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_millis);
+    let deadline = budget.map_or(settings.deadline, |b| b.min(settings.deadline));
+    let until = Instant::now() + deadline;
     let body = super::body::read(&parts.headers, body, settings.max_body_bytes).await?;
-    let deadline = settings.deadline;
-    let task = tokio::task::spawn_blocking(move || answer(&model, body, header_length.as_deref()));
+    let task = tokio::task::spawn_blocking(move || answer(&model, body, header_length.as_deref(), until));
     // A model run cannot be interrupted: past the deadline the client gets its
     // 504 now, and the blocking task's result is dropped when it ends.
-    match tokio::time::timeout(deadline, task).await {
+    match tokio::time::timeout_at(until.into(), task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(OipError::Internal(format!("inference task failed: {join}"))),
         Err(_) => Err(OipError::Deadline(deadline.as_millis())),
@@ -40,13 +44,13 @@ pub async fn infer(snapshot: Arc<Snapshot>, model: Arc<Model>, req: Request<Inco
 }
 
 /// Blocking: the whole request, from body bytes to the response.
-fn answer(model: &Model, body: Bytes, header_length: Option<&str>) -> Result<Response<Body>, OipError> {
+fn answer(model: &Model, body: Bytes, header_length: Option<&str>, until: Instant) -> Result<Response<Body>, OipError> {
     let (json, tail) = binary::split(body, header_length)?;
     let req: InferRequest = serde_json::from_slice(&json)
         .map_err(|e| OipError::bad(format!("the body is not a v2 inference request: {e}")))?;
     let id = req.id.clone();
     let Decoded { inputs, outputs } = decode::decode(model, req, Tail::new(tail))?;
-    let results = model.run(inputs)?;
+    let results = model.run_until(inputs, Some(until))?;
     encode(model, id.as_deref(), &outputs, &results)
 }
 

@@ -52,7 +52,13 @@ async fn dispatch(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Result<Res
             match op {
                 ModelOp::Metadata => Ok(metadata::model(registry, &model)),
                 ModelOp::Ready => Ok(metadata::model_ready(&model)),
-                ModelOp::Infer => infer::infer(snapshot.clone(), model, req).await,
+                ModelOp::Infer => {
+                    let name = model.name().to_string();
+                    let result = infer::infer(snapshot.clone(), model, req).await;
+                    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status()).as_u16();
+                    crate::metrics::global().oip_infer.get_or_create(&crate::metrics::ModelStatusLabels { model: name, status }).inc();
+                    result
+                }
             }
         }
     }

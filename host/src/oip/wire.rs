@@ -109,25 +109,12 @@ impl<'a> From<&'a TensorData> for DataRef<'a> {
 
 /// The protocol's name of an element type.
 pub fn datatype(t: ElemType) -> &'static str {
-    match t {
-        ElemType::F32 => "FP32",
-        ElemType::F64 => "FP64",
-        ElemType::U8 => "UINT8",
-        ElemType::I32 => "INT32",
-        ElemType::I64 => "INT64",
-    }
+    t.protocol_name()
 }
 
 /// The element type of a protocol datatype name, for those ONNX Runtime runs here.
 pub fn elem_type(datatype: &str) -> Option<ElemType> {
-    Some(match datatype {
-        "FP32" => ElemType::F32,
-        "FP64" => ElemType::F64,
-        "UINT8" => ElemType::U8,
-        "INT32" => ElemType::I32,
-        "INT64" => ElemType::I64,
-        _ => return None,
-    })
+    ElemType::from_protocol_name(datatype)
 }
 
 /// One JSON number, kept as the parser found it so integers keep every bit.

@@ -53,6 +53,12 @@ pub enum PluginError {
     Deadline { plugin: String },
     #[error("{0}")]
     Overloaded(String),
+    /// A remote model's pool had no node to run it.
+    #[error("{0}")]
+    ModelUnavailable(String),
+    /// A remote model's server failed the run.
+    #[error("{0}")]
+    RemoteFailed(String),
     #[error("plugin '{plugin}' exceeded its memory limit of {limit_mib} MiB")]
     OutOfMemory { plugin: String, limit_mib: u64 },
     #[error("sandbox: {0}")]

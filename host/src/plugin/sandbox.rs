@@ -149,6 +149,8 @@ fn run_stage(store: &mut Store<StoreData>, stage: &StageCall<'_>, frame: Frame, 
     if let (Err(_) | Ok(Err(_)), Some(refused)) = (&result, store.data_mut().nn.refused.take()) {
         return Err(match refused {
             crate::nn::NnError::Deadline { .. } => PluginError::Deadline { plugin: plugin.clone() },
+            e @ crate::nn::NnError::Unavailable { .. } => PluginError::ModelUnavailable(e.to_string()),
+            e @ crate::nn::NnError::RemoteFailed { .. } => PluginError::RemoteFailed(e.to_string()),
             other => PluginError::Overloaded(other.to_string()),
         });
     }

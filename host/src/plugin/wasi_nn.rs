@@ -37,7 +37,8 @@ pub struct NnCtx {
     /// The request's deadline: a request still queued then is dropped unrun.
     pub deadline: Option<Instant>,
     /// Set when a model refused the request for load (full queue, deadline in
-    /// the queue): the host answers 429/504 whatever the plugin made of it.
+    /// the queue) or a remote model's server could not run it: the host
+    /// answers 429/504/503/502 whatever the plugin made of it.
     pub refused: Option<NnError>,
 }
 
@@ -125,7 +126,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
                 Ok(Ok(out))
             }
             Err(e @ NnError::InvalidTensor(_)) => self.fail(errors::ErrorCode::InvalidArgument, e.to_string()),
-            Err(e @ (NnError::QueueFull { .. } | NnError::Deadline { .. })) => {
+            Err(e @ (NnError::QueueFull { .. } | NnError::Deadline { .. } | NnError::Unavailable { .. } | NnError::RemoteFailed { .. })) => {
                 let code = if matches!(e, NnError::Deadline { .. }) { errors::ErrorCode::Timeout } else { errors::ErrorCode::RuntimeError };
                 self.ctx.refused = Some(e.clone());
                 self.fail(code, e.to_string())

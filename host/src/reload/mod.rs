@@ -25,7 +25,10 @@ pub fn reload(shared: &Arc<Shared>, cause: &str) -> Record {
         None => Err("no config file to reload from".to_string()),
         Some(path) => config::load(path)
             .map_err(|e| e.to_string())
-            .and_then(|c| Snapshot::build(c, &current.engine, Some(&current)).map_err(|e| e.to_string())),
+            .and_then(|c| {
+                let remotes = crate::upstream::Remotes::new(shared.upstreams.clone(), &c.upstreams);
+                Snapshot::build_with(c, &current.engine, Some(&current), &remotes).map_err(|e| e.to_string())
+            }),
     };
     let outcome = match built {
         Ok(next) => {

@@ -69,7 +69,7 @@ fn targets(config: &Config, config_path: Option<&Path>) -> Targets {
     for m in &config.models {
         match &m.source {
             ModelSource::File(f) => file(f),
-            ModelSource::Versions(_) => {}
+            ModelSource::Versions(_) | ModelSource::Remote(_) => {}
         }
         m.labels.iter().for_each(|l| file(l));
     }

@@ -16,14 +16,16 @@ use hyper::{Method, Request, StatusCode};
 use super::node::{Node, SendError};
 use super::pool::Pool;
 use super::UpstreamError;
-use crate::metrics::NodeStatusLabels;
+use crate::metrics::{NodeDirLabels, NodeStatusLabels};
 
 /// The time a node has left for a forwarded request, in milliseconds.
 pub const DEADLINE_HEADER: &str = "x-osprey-deadline-ms";
 /// Which node answered, on every forwarded answer.
 pub const NODE_HEADER: &str = "x-osprey-node";
-/// The node's answer headers a client gets back.
-const PASSED_BACK: [&str; 4] = ["content-type", "retry-after", "x-osprey-chain", "x-osprey-cache"];
+/// The node's answer headers a client gets back; and, for a remote model's
+/// infer, where the JSON ends and the tensor bytes begin (osprey's routes
+/// never send that one).
+const PASSED_BACK: [&str; 5] = ["content-type", "retry-after", "x-osprey-chain", "x-osprey-cache", "inference-header-content-length"];
 
 /// What the gateway sends: the upload's bytes, not the client's form.
 pub struct Outgoing {
@@ -32,6 +34,8 @@ pub struct Outgoing {
     pub path_and_query: String,
     pub content_type: String,
     pub accept: Option<HeaderValue>,
+    /// More request headers (a remote model's `Inference-Header-Content-Length`).
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -100,6 +104,14 @@ async fn attempt(pool: &Pool, node: &Node, out: &Outgoing, deadline: Instant) ->
     };
     let labels = pool.labels(node);
     let metrics = crate::metrics::global();
+    let bytes = |dir: &str, n: usize| {
+        let l = NodeDirLabels { upstream: labels.upstream.clone(), node: labels.node.clone(), dir: dir.into() };
+        metrics.upstream_bytes.get_or_create(&l).inc_by(n as u64);
+    };
+    bytes("sent", out.body.len());
+    if let Ok(Ok((_, body))) = &result {
+        bytes("received", body.len());
+    }
     metrics.upstream_requests.get_or_create(&NodeStatusLabels { upstream: labels.upstream.clone(), node: labels.node.clone(), status }).inc();
     metrics.upstream_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     match result {
@@ -134,6 +146,9 @@ fn request(node: &Node, out: &Outgoing, left_ms: u64) -> Result<Request<Full<Byt
         .map_err(|e| e.to_string())?;
     if let Some(a) = &out.accept {
         req.headers_mut().insert(ACCEPT, a.clone());
+    }
+    for (name, value) in &out.headers {
+        req.headers_mut().insert(name, value.clone());
     }
     Ok(req)
 }

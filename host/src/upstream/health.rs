@@ -1,5 +1,6 @@
-//! Health checks: every `health_interval`, each node's `/readyz` (over its
-//! own connection, with the connect timeout as its limit). A node that fails
+//! Health checks: every `health_interval`, each node's `health_path`
+//! (`/readyz`, or `/v2/health/ready` on a server of the Open Inference
+//! Protocol), over its own connection, with the connect timeout as its limit. A node that fails
 //! leaves the pool until a check passes again; a failed forward takes it out
 //! at once (`forward`), so only checks bring nodes back. A node that dialled
 //! in is asked over its tunnel, like any other; HTTP/2 pings on the same
@@ -24,7 +25,7 @@ pub async fn run(pool: Weak<Pool>) {
         for node in p.nodes() {
             let p = p.clone();
             checks.spawn(async move {
-                let verdict = check(&node, p.def.connect_timeout).await;
+                let verdict = check(&node, &p.def.health_path, p.def.connect_timeout).await;
                 p.mark(&node, verdict.is_ok(), verdict.err().as_deref().unwrap_or(""));
             });
         }
@@ -34,13 +35,13 @@ pub async fn run(pool: Weak<Pool>) {
     }
 }
 
-async fn check(node: &Node, limit: Duration) -> Result<(), String> {
-    let uri = node.url.join("readyz").map_err(|e| e.to_string())?;
+async fn check(node: &Node, path: &str, limit: Duration) -> Result<(), String> {
+    let uri = node.url.join(path.trim_start_matches('/')).map_err(|e| e.to_string())?;
     let req = Request::get(uri.as_str()).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
     match tokio::time::timeout(limit, node.send(req)).await {
-        Err(_) => Err(format!("/readyz gave no answer within {} ms", limit.as_millis())),
+        Err(_) => Err(format!("{path} gave no answer within {} ms", limit.as_millis())),
         Ok(Err(e)) => Err(e.to_string()),
         Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-        Ok(Ok(resp)) => Err(format!("/readyz answered {}", resp.status())),
+        Ok(Ok(resp)) => Err(format!("{path} answered {}", resp.status())),
     }
 }

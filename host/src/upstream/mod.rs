@@ -12,6 +12,8 @@
 //!   first never answered (refused, reset) or answered 503.
 //! - `tunnel`: nodes that dial in (`GET /v1/tunnel`, token checked, then
 //!   HTTP/2 over the connection the node opened) and stay while it lives.
+//! - `remote`: remote models (`[models.NAME] remote = ...`): `nn`'s
+//!   connector and remote backend, as Open Inference Protocol calls through `forward`.
 //!
 //! Pools outlive snapshots: a reload keeps a pool whose settings did not
 //! change (its connections, counts and tunnels with it) and replaces the
@@ -21,6 +23,7 @@ mod forward;
 mod health;
 pub mod node;
 pub mod pool;
+mod remote;
 pub mod tunnel;
 
 use std::collections::HashMap;
@@ -29,6 +32,7 @@ use std::sync::{Arc, Mutex};
 pub use forward::{forward, Forwarded, Outgoing, DEADLINE_HEADER, NODE_HEADER};
 use node::Node;
 pub use pool::Pool;
+pub use remote::Remotes;
 
 use crate::config::UpstreamDef;
 
@@ -104,6 +108,11 @@ impl Pools {
             tracing::info!(upstream = def.name, nodes = def.nodes.len(), "upstream pool ready: {}", pool.describe());
             pools.insert(def.name.clone(), pool);
         }
+    }
+
+    /// The runtime the pools' connections and checks run on.
+    pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.runtime.as_ref()
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<Pool>, UpstreamError> {

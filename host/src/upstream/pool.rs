@@ -186,7 +186,7 @@ mod tests {
 
     fn pool(nodes: usize, cap: usize) -> Arc<Pool> {
         let nodes = (0..nodes).map(|i| url::Url::parse(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap()).collect();
-        Arc::new(Pool::new(UpstreamDef { name: "p".into(), nodes, max_inflight_per_node: cap, health_interval: Duration::from_secs(1), connect_timeout: Duration::from_secs(1), tunnel_token: None }))
+        Arc::new(Pool::new(UpstreamDef { name: "p".into(), nodes, max_inflight_per_node: cap, health_interval: Duration::from_secs(1), connect_timeout: Duration::from_secs(1), tunnel_token: None, health_path: "/readyz".into() }))
     }
 
     #[tokio::test]
