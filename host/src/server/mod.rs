@@ -209,7 +209,7 @@ async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAdd
 fn tunnel(shared: &Shared, mut req: Request<Incoming>, peer: std::net::SocketAddr) -> Result<Response<Body>, ServeError> {
     use crate::upstream::tunnel;
     let admitted = tunnel::admit(&shared.upstreams, req.version(), req.headers())?;
-    tunnel::open(shared.upstreams.clone(), admitted, peer, hyper::upgrade::on(&mut req));
+    tunnel::open(crate::upstream::Pools::clone(&shared.upstreams), admitted, peer, hyper::upgrade::on(&mut req));
     let mut resp = Response::new(respond::full(bytes::Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("upgrade"));

@@ -144,7 +144,10 @@ impl RemoteModel for OipModel {
             Ok(answer) => self.answer(answer),
             Err(e @ (UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_))) => Err(self.unavailable(e.to_string())),
             Err(UpstreamError::Deadline { .. }) => Err(NnError::Deadline { model: self.name.clone() }),
-            Err(e @ UpstreamError::NodeFailed { .. }) => Err(self.failed(e.to_string())),
+            // (The tunnel errors refuse a node dialling in; a forward never returns them.)
+            Err(e @ (UpstreamError::NodeFailed { .. } | UpstreamError::TunnelRequest(_) | UpstreamError::TunnelPool(_) | UpstreamError::TunnelToken(_))) => {
+                Err(self.failed(e.to_string()))
+            }
         }
     }
 }
