@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Check { config } => osprey::cli::check(&config),
-        Command::Plugin { command } => osprey::cli::plugin(command),
+        Command::Plugin { command } => osprey::cli::plugin::run(command),
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Client { command } => std::process::exit(osprey::client::run(command)),
     }

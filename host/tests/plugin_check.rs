@@ -71,3 +71,38 @@ fn a_core_module_or_garbage_is_refused_with_what_to_do() {
     let _ = std::fs::remove_file(core);
     let _ = std::fs::remove_file(text);
 }
+
+/// `osprey plugin run`: the shipped YOLO stage after the config's image-prep,
+/// on a photo, in one process: the JSON answer and each stage's time.
+#[test]
+fn plugin_run_answers_a_photo_without_a_server() {
+    let Some(file) = built("yolo.wasm") else { return };
+    let photo = osprey::nn::runtime::cache_dir().join("images/dog.jpg");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/osprey.toml");
+    if !photo.exists() || osprey::config::load(&config).is_err() {
+        eprintln!("skipped: the models or test images are not set up yet (make setup)");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["plugin", "run"])
+        .arg(&file)
+        .arg("--image")
+        .arg(&photo)
+        .args(["--before", "image-prep", "--settings", "model = \"yolov5s\"\nconf = 0.25"])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let labels: Vec<&str> = answer["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    assert!(labels.contains(&"dog"), "{answer}");
+    assert_eq!(answer["image"]["width"], 768, "boxes in the photo's pixels: {answer}");
+    assert!(stderr.contains("image-prep") && stderr.contains("under-test") && stderr.contains("total"), "times per stage: {stderr}");
+
+    // A stage name the config lacks is a clear error, not a panic.
+    let bad = Command::new(env!("CARGO_BIN_EXE_osprey")).args(["plugin", "run"]).arg(&file).arg("--image").arg(&photo).args(["--before", "imageprep"]).arg("--config").arg(&config).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("has no plugin 'imageprep'"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

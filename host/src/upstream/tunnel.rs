@@ -128,6 +128,7 @@ mod tests {
             health_interval: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(1),
             tunnel_token: token.map(|t| Secret::new(t.into())),
+            health_path: "/readyz".into(),
         }
     }
 

@@ -1,10 +1,13 @@
 //! The command line: `osprey serve [--config PATH] [--listen ADDR]`,
-//! `osprey check`, and `osprey client ...` (a client of a running server).
+//! `osprey check`, `osprey plugin check|run` (for plugin authors, `plugin`),
+//! and `osprey client ...` (a client of a running server).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+
+pub mod plugin;
 
 #[derive(Debug, Parser)]
 #[command(name = "osprey", version, about = "Serve vision models through sandboxed WASM plugin chains")]
@@ -34,7 +37,7 @@ pub enum Command {
     /// Tools for plugin authors.
     Plugin {
         #[command(subcommand)]
-        command: PluginCommand,
+        command: plugin::PluginCommand,
     },
     /// Talk to a running server: detect, classify, video.
     Client {
@@ -59,49 +62,4 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
     }
     println!("{}: ok ({} plugins compiled)", path.display(), config.plugins.len());
     Ok(())
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PluginCommand {
-    /// Does a component fit the world this host runs? Exports, imports and
-    /// WIT version, with its size, compile time and sandbox cost; exits
-    /// non-zero, saying why and what to do, when it does not fit.
-    Check {
-        /// The component (.wasm).
-        file: PathBuf,
-    },
-}
-
-pub fn plugin(command: PluginCommand) -> anyhow::Result<()> {
-    match command {
-        PluginCommand::Check { file } => plugin_check(&file),
-    }
-}
-
-fn plugin_check(file: &Path) -> anyhow::Result<()> {
-    use crate::plugin::inspect;
-    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let limits = crate::plugin::SandboxLimits::default();
-    let engine = crate::plugin::Engine::new(limits)?;
-    let r = inspect::inspect(&engine, &bytes).map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
-    let verdict = match &r.problem {
-        None => format!("fits osprey:plugin@{}", inspect::wit_version()),
-        Some(_) => format!("does NOT fit osprey:plugin@{}", inspect::wit_version()),
-    };
-    println!("{}: {verdict}", file.display());
-    println!("  size      {:.1} KiB, sha256 {}", r.bytes as f64 / 1024.0, r.sha256);
-    println!("  compile   {} ms (once per build: servers keep the compiled copy)", r.compile.as_millis());
-    println!("  exports   {}", r.exports.join(", "));
-    println!("  imports   {}", r.imports.join(", "));
-    println!(
-        "  sandbox   {} linear memories (largest starts at {:.1} MiB, capped at {} MiB by plugin_memory_mib), {} tables",
-        r.memories,
-        r.initial_memory_bytes as f64 / f64::from(1 << 20),
-        limits.memory_bytes >> 20,
-        r.tables
-    );
-    match r.problem {
-        None => Ok(()),
-        Some(why) => anyhow::bail!("{}: {why}", file.display()),
-    }
 }
