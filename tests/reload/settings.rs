@@ -39,3 +39,27 @@ fn a_reload_that_changes_settings_misses_the_cache() {
     assert_eq!(cache, "miss", "new settings must not be answered from the old settings' cache");
     assert_eq!(after, 0, "conf 0.999 keeps no detection");
 }
+
+/// An author trying a plugin asks for a fresh answer with `Cache-Control:
+/// no-cache` and the admin token; without the token the header is ignored,
+/// so no client can make the server skip its cache.
+#[test]
+fn no_cache_with_the_admin_token_skips_the_cache_and_without_it_does_not() {
+    let site = Site::new("no-cache");
+    let server = site.serve();
+    let ask = |headers: &[(&str, &str)]| {
+        let mut req = reqwest::blocking::Client::new().post(server.url("/v1/detect/fast")).header("content-type", "image/png").body(osprey_tests::image("chelsea.png"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.headers()["x-osprey-cache"].to_str().unwrap().to_string()
+    };
+    assert_eq!(ask(&[]), "miss");
+    assert_eq!(ask(&[]), "hit");
+    assert_eq!(ask(&[("cache-control", "no-cache")]), "hit", "without the admin token the header is ignored");
+    assert_eq!(ask(&[("cache-control", "no-cache"), ("authorization", "Bearer wrong-token-0123456789abcdef")]), "hit");
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(ask(&[("cache-control", "no-cache"), ("authorization", &bearer)]), "miss", "with it the chain runs");
+}

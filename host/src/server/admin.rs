@@ -38,7 +38,7 @@ pub async fn handle(shared: &Arc<Shared>, op: Op, headers: &HeaderMap) -> Result
     }
 }
 
-fn authorize(token: &Option<String>, headers: &HeaderMap) -> Result<(), ServeError> {
+pub(super) fn authorize(token: &Option<String>, headers: &HeaderMap) -> Result<(), ServeError> {
     let Some(token) = token else { return Err(ServeError::NotFound) };
     let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     // Compare in time independent of where the first difference is.

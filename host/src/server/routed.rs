@@ -66,9 +66,18 @@ pub async fn serve(
         Err(e) => return (Err(e), CacheUse::Miss),
     };
     let rendered = render.is_some();
-    let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render, budget, pass }, started, id).await;
+    let fresh = fresh(&snapshot, &parts.headers);
+    let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render, budget, pass, fresh }, started, id).await;
     let signature = snapshot.routes[index].chain.ran(rendered);
     (answer.map(|a| respond::answer(a, &signature)), cache)
+}
+
+/// `Cache-Control: no-cache` with the admin token: run the chain even if the
+/// cache holds the answer (an author trying a plugin). Without the token the
+/// header is ignored, so no client can make the server skip its cache.
+fn fresh(snapshot: &Snapshot, headers: &hyper::HeaderMap) -> bool {
+    let asked = headers.get_all(hyper::header::CACHE_CONTROL).iter().any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache"))));
+    asked && super::admin::authorize(&snapshot.config.admin.token, headers).is_ok()
 }
 
 /// The time a gateway gave this request (`x-osprey-deadline-ms`), when it did.
