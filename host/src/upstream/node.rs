@@ -148,9 +148,12 @@ pub(super) fn h2_client() -> hyper::client::conn::http2::Builder<TokioExecutor> 
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        // Pings find a dead peer (a pulled cable sends no reset) within ~15 s.
-        .keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        // Pings find a dead peer (a pulled cable sends no reset) within ~7 s:
+        // inside the default 10 s deadline, so a request caught on a cut link
+        // is retried on another node in time (tests/netns: a tunnel's link cut
+        // under load fails no request). A ping is 17 bytes each way per 4 s.
+        .keep_alive_interval(Duration::from_secs(4))
+        .keep_alive_timeout(Duration::from_secs(3))
         .keep_alive_while_idle(true);
     builder
 }
