@@ -9,8 +9,9 @@
 //! how long each end takes to notice: up to ~15 s. A request in flight on
 //! the cut node has no answer byte until then; the gateway then retries it
 //! on the other node, which it can only do within the route's deadline,
-//! hence `deadline_ms = 30000` here (the default 10 s would end it in a 504
-//! before the pings have given up on the tunnel).
+//! hence `deadline_ms = 30000` here. With the default 10 s, the requests in
+//! flight on the cut node end in `504 deadline_exceeded` at 10 s, before the
+//! pings have given up on the tunnel (seen: 2 of 521 under 4 clients).
 
 use super::*;
 
