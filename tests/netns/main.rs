@@ -1,32 +1,30 @@
 //! Osprey as hosts of a real network on one machine (`tests/src/netns.rs`):
-//! the gateway in a "public" network namespace, each node in a namespace of
-//! its own on a bridge, every one a real `osprey serve` on the real models,
-//! the clients in the public namespace. Where namespaces cannot be made the
-//! same tests run on loopback and say so on stderr; the checks of the
-//! network itself (NAT, a cut link) need namespaces and say they were skipped.
+//! the gateways in a "public" network namespace, each node (and Redis) in a
+//! namespace of its own on a bridge, every one a real `osprey serve` on the
+//! real models, the clients in the public namespace. Where namespaces cannot
+//! be made the same tests run on loopback and say so on stderr; the checks
+//! of the network itself (NAT, a cut link, names resolved per host) need
+//! namespaces and say they were skipped.
 //!
-//! Today's gateway dials its nodes, so the pool's nodes are `Reach::Open`.
-//! The cases of issue 13 that wait for other branches, and what they take
-//! from the harness (all of it there and checked here):
-//! - a tunnelled node (branch `tunnel`): `Topology::reach(Reach::OutboundOnly)`
-//!   puts the nodes behind NAT (checked: the public side cannot open a
-//!   connection to them, they can to it); the node's config gets
-//!   `[gateway] connect = "http://10.77.0.1:PORT"` instead of the gateway
-//!   listing it; the link cut and restored with `Network::cut`/`restore`
-//!   (checked below), the reconnect timed from `restore`;
-//! - ACME in front of tunnelled nodes: `tests/tls/pebble.rs` started through
-//!   `net.public().command(..)` instead of `Command::new(..)` (pebble and its
-//!   DNS then listen on the public namespace's loopback, as today on the
-//!   machine's), the gateway on `public().listen_addr(443)`;
-//! - two gateways and Redis: `net.add_host("redis", Reach::Open)`, redis-server
-//!   through `redis.command("redis-server")` on its `listen_addr`, stopped and
-//!   started (or cut) under the load of `Fleet::load`; a second gateway is one
-//!   more `Osprey::start_in(net.public(), ..)` on another port.
+//! Issue 13's cases, one `Topology` each:
+//! - here: a listed node killed under load, then restarted;
+//! - `harness`: the network's own promises (NAT, a cut link, clean-up);
+//! - `tunnel`: nodes behind NAT (nftables) that dial out to the gateway, and
+//!   one node's link cut and restored under load;
+//! - `acme`: the gateway's certificate from pebble in the public namespace,
+//!   the nodes dialling `https://` and trusting pebble's root;
+//! - `redis`: two gateways sharing a Redis in its own namespace, which is
+//!   killed and started again under load.
 
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+mod acme;
+mod harness;
+mod redis;
+mod tunnel;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,27 +33,58 @@ use osprey_tests::process::Osprey;
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-/// The port every server takes in its namespace (on loopback: any).
+/// The port every server takes in its namespace (on loopback: any); a
+/// second gateway takes the next.
 const PORT: u16 = 8080;
+/// The pool's tunnel token: in the gateways' environment under
+/// `GATEWAY_ENV`, in the nodes' under `[gateway]`'s default variable.
+const TOKEN: &str = "netns-tunnel-token-0123456789abcdef";
+const GATEWAY_ENV: &str = "OSPREY_TUNNEL_TOKEN_GPU";
+const NODE_ENV: &str = "OSPREY_GATEWAY_TOKEN";
 
-/// A gateway and its pool, made in one place so that the cases to come
-/// change one line: the nodes' reach, their config, the gateway's extras.
+/// Gateways and their pool, made in one place: each case changes a few
+/// lines (the nodes' reach, TLS, Redis, the route), not the wiring.
 struct Topology {
     nodes: usize,
     reach: Reach,
+    gateways: usize,
+    redis: bool,
+    tls: Option<acme::GatewayTls>,
     gateway_extra: String,
+    route: String,
 }
 
 impl Topology {
-    /// `nodes` reachable nodes on the default config, in a pool named `gpu`.
+    /// `nodes` reachable nodes on the default config, in a pool named `gpu`
+    /// that one gateway lists; its route caches nothing.
     fn pool(nodes: usize) -> Topology {
-        Topology { nodes, reach: Reach::Open, gateway_extra: String::new() }
+        Topology { nodes, reach: Reach::Open, gateways: 1, redis: false, tls: None, gateway_extra: String::new(), route: "cache_ttl_s = 0".into() }
     }
 
-    /// Nodes behind NAT: only their own connections reach the gateway.
-    #[allow(dead_code)] // for the tunnel cases (branch `tunnel`): today's gateway dials its nodes
-    fn reach(mut self, reach: Reach) -> Topology {
-        self.reach = reach;
+    /// Nodes behind NAT: only their own connections reach the gateway, so
+    /// each dials out to one (`[gateway] connect`, node i to gateway i mod n)
+    /// and the pool takes tunnels (`tunnel_token_env`) instead of a list.
+    fn tunnel(mut self) -> Topology {
+        self.reach = Reach::OutboundOnly;
+        self
+    }
+
+    /// `n` gateways on the public side, on ports `PORT`, `PORT + 1`...
+    fn gateways(mut self, n: usize) -> Topology {
+        self.gateways = n;
+        self
+    }
+
+    /// A Redis in a namespace of its own, which every gateway shares.
+    fn redis(mut self) -> Topology {
+        self.redis = true;
+        self
+    }
+
+    /// The gateway's `[tls]` (ACME from pebble): nodes dial `https://` and
+    /// find the gateway by its name, clients trust pebble's root.
+    fn tls(mut self, tls: acme::GatewayTls) -> Topology {
+        self.tls = Some(tls);
         self
     }
 
@@ -65,75 +94,246 @@ impl Topology {
         self
     }
 
+    /// The route's lines after `upstream` (cache, deadline, rate limit).
+    fn route(mut self, lines: &str) -> Topology {
+        self.route = lines.into();
+        self
+    }
+
     fn start(self, test: &str) -> Fleet {
-        let mut net = Network::new();
+        self.start_on(Network::new(), test)
+    }
+
+    /// On a network the test made first (pebble running on its public side).
+    fn start_on(self, mut net: Network, test: &str) -> Fleet {
+        let dir = std::env::temp_dir().join(osprey_tests::unique_name(&format!("osprey-netns-{test}")));
+        std::fs::create_dir_all(&dir).unwrap();
         let hosts: Vec<Host> = (0..self.nodes).map(|i| net.add_host(&format!("node{i}"), self.reach)).collect();
-        let nodes: Vec<Osprey> = hosts.iter().map(|h| Osprey::start_in(h, &node_config(), h.listen_addr(PORT))).collect();
-        let urls: Vec<String> = nodes.iter().map(|n| n.url("")).collect();
-        let config = gateway_config(test, &urls, &self.gateway_extra);
-        let gateway = Osprey::start_in(net.public(), &config, net.public().listen_addr(PORT));
-        Fleet { gateway, nodes, hosts, net }
+        let redis = self.redis.then(|| redis::Redis::start(net.add_host("redis", Reach::Open)));
+        let tunnel = self.reach == Reach::OutboundOnly;
+        // Listed nodes must listen before a gateway checks them; tunnelled
+        // ones need a gateway to dial.
+        let mut nodes = Vec::new();
+        if !tunnel {
+            nodes = hosts.iter().map(|h| Osprey::start_in(h, &node_config(), h.listen_addr(PORT))).collect();
+        }
+        let pool = match tunnel {
+            true => format!("tunnel_token_env = \"{GATEWAY_ENV}\""),
+            false => format!("nodes = [{}]", nodes.iter().map(|n| format!("\"{}\"", n.url(""))).collect::<Vec<_>>().join(", ")),
+        };
+        let config = gateway_config(&dir, &self, &pool, redis.as_ref());
+        let gateways: Vec<Osprey> = (0..self.gateways)
+            .map(|i| Osprey::start_in_env(net.public(), &config, net.public().listen_addr(PORT + i as u16), &[(GATEWAY_ENV, TOKEN)]))
+            .collect();
+        let mut fleet = Fleet { gateways, nodes, redis, hosts, net, tls: self.tls, dir };
+        if let Some(tls) = &fleet.tls {
+            tls.wait_for_certificate(&fleet);
+        }
+        if tunnel {
+            fleet.nodes = (0..self.nodes).map(|i| fleet.start_tunnel_node(i)).collect();
+            for g in 0..self.gateways {
+                let dialling = (0..self.nodes).filter(|i| i % self.gateways == g).count();
+                fleet.wait_for_tunnels(g, dialling, Duration::from_secs(30));
+            }
+        }
+        fleet
     }
-}
-
-/// Fields drop in order: the servers before the network they run in.
-struct Fleet {
-    gateway: Osprey,
-    nodes: Vec<Osprey>,
-    hosts: Vec<Host>,
-    net: Network,
-}
-
-impl Fleet {
-    /// A POST to the gateway from a client in the public namespace.
-    fn post(&self, path: &str) -> (u16, Option<String>, Value) {
-        let url = self.gateway.url(path);
-        self.net.public().run(move || post(&url, fresh_dog()))
-    }
-
-    /// `clients` clients posting in a loop from the public namespace until
-    /// `stop`; each returns every status and body it saw.
-    fn load(&self, path: &str, clients: usize, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<Vec<(u16, String)>>> {
-        (0..clients)
-            .map(|_| {
-                let (url, stop) = (self.gateway.url(path), stop.clone());
-                self.net.public().spawn(move || {
-                    let mut seen = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let (status, _, body) = post(&url, fresh_dog());
-                        seen.push((status, body.to_string()));
-                    }
-                    seen
-                })
-            })
-            .collect()
-    }
-}
-
-fn node_config() -> PathBuf {
-    osprey_tests::repo().join("config/osprey.toml")
 }
 
 /// A gateway config of upstream routes only: no models, no plugins.
-fn gateway_config(test: &str, nodes: &[String], extra: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(osprey_tests::unique_name(&format!("osprey-netns-{test}")));
-    std::fs::create_dir_all(&dir).unwrap();
-    let list = nodes.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+fn gateway_config(dir: &Path, t: &Topology, pool: &str, redis: Option<&redis::Redis>) -> PathBuf {
+    let redis = redis.map(|r| format!("[redis]\nurl = \"{}\"\ntimeout_ms = 200\nrecheck_ms = 200\n\n", r.url())).unwrap_or_default();
+    let tls = t.tls.as_ref().map(|t| t.section.clone()).unwrap_or_default();
+    let (extra, route) = (&t.gateway_extra, &t.route);
     let text = format!(
-        "[admin]\nwatch = false\n\n[upstreams.gpu]\nnodes = [{list}]\n{extra}\n\n\
-         [[routes]]\npath = \"/v1/detect/fast\"\nupstream = \"gpu\"\ncache_ttl_s = 0\n"
+        "[admin]\nwatch = false\n\n{redis}{tls}\n[upstreams.gpu]\n{pool}\n{extra}\n\n\
+         [[routes]]\npath = \"/v1/detect/fast\"\nupstream = \"gpu\"\n{route}\n"
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn post(url: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
-    let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let resp = client.post(url).header("content-type", "image/jpeg").body(body).send().unwrap_or_else(|e| panic!("POST {url}: {e}"));
+/// Fields drop in order: the servers before the network they run in.
+struct Fleet {
+    gateways: Vec<Osprey>,
+    nodes: Vec<Osprey>,
+    redis: Option<redis::Redis>,
+    hosts: Vec<Host>,
+    net: Network,
+    tls: Option<acme::GatewayTls>,
+    /// The configs written for this fleet.
+    dir: PathBuf,
+}
+
+impl Fleet {
+    /// Where a client reaches gateway `g`: `https://NAME:PORT` under TLS.
+    fn url(&self, g: usize, path: &str) -> String {
+        match &self.tls {
+            Some(tls) => format!("https://{}:{}{path}", tls.domain, self.gateways[g].addr.port()),
+            None => self.gateways[g].url(path),
+        }
+    }
+
+    /// How a client of the public side is made (on the thread that uses it).
+    fn client(&self) -> ClientSpec {
+        ClientSpec { tls: self.tls.as_ref().map(|t| (t.root_pem.clone(), t.domain.clone(), self.gateways[0].addr.ip())) }
+    }
+
+    /// A POST to the first gateway from a client in the public namespace.
+    fn post(&self, path: &str) -> (u16, Option<String>, Value) {
+        let (url, client) = (self.url(0, path), self.client());
+        self.net.public().run(move || post(&client.build(), &url, fresh_dog()))
+    }
+
+    /// A GET of `/readyz` on gateway `g`, from the public namespace.
+    fn ready(&self, g: usize) -> Value {
+        let (url, client) = (self.url(g, "/readyz"), self.client());
+        self.net.public().run(move || client.build().get(&url).send().and_then(|r| r.json()).unwrap_or_else(|e| panic!("GET {url}: {e}")))
+    }
+
+    /// Node `i` behind NAT, dialling gateway `i mod n` with the pool's token.
+    fn start_tunnel_node(&self, i: usize) -> Osprey {
+        let host = &self.hosts[i];
+        let gateway = &self.gateways[i % self.gateways.len()];
+        let (connect, ca_root) = match &self.tls {
+            Some(tls) => {
+                host.resolve(&tls.domain, self.net.public().ip);
+                (format!("https://{}:{}", tls.domain, gateway.addr.port()), format!("ca_root = \"{}\"\n", tls.root_file.display()))
+            }
+            None => (gateway.url(""), String::new()),
+        };
+        let repo = osprey_tests::repo();
+        let base = std::fs::read_to_string(node_config()).unwrap().replace("\"../", &format!("\"{}/", repo.display()));
+        let text = format!("{base}\n[admin]\nwatch = false\n\n[gateway]\nconnect = \"{connect}\"\npool = \"gpu\"\nname = \"node{i}\"\n{ca_root}");
+        let path = self.dir.join(format!("node{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        Osprey::start_in_env(host, &path, host.listen_addr(PORT), &[(NODE_ENV, TOKEN)])
+    }
+
+    /// Waits until gateway `g`'s pool has `n` tunnels, all healthy; how long it took.
+    fn wait_for_tunnels(&self, g: usize, n: usize, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let r = self.ready(g);
+            if r["upstreams"]["gpu"]["tunnels"] == n && r["upstreams"]["gpu"]["healthy"] == n {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < limit, "gateway {g}: not {n} tunnels within {limit:?}: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A blocking client made on the thread that uses it (so in its namespace):
+/// plain, or trusting only pebble's root and finding the gateway's name at
+/// the public address (the test's threads see no namespace's hosts file).
+#[derive(Clone)]
+struct ClientSpec {
+    tls: Option<(String, String, std::net::IpAddr)>,
+}
+
+impl ClientSpec {
+    fn build(&self) -> Client {
+        let mut b = Client::builder().timeout(Duration::from_secs(60));
+        if let Some((root, domain, ip)) = &self.tls {
+            // The port is the URL's: every gateway is on the public address.
+            let root = reqwest::Certificate::from_pem(root.as_bytes()).unwrap();
+            b = b.tls_built_in_root_certs(false).add_root_certificate(root).resolve(domain, SocketAddr::new(*ip, 0));
+        }
+        b.build().unwrap()
+    }
+}
+
+/// What one request under load saw, and when its answer was complete.
+struct Seen {
+    done: Instant,
+    took: Duration,
+    status: u16,
+    node: Option<String>,
+    body: Value,
+}
+
+/// Clients posting fresh uploads in a loop from the public namespace until
+/// stopped, client `c` to gateway `c mod n`; everything they saw kept.
+struct Load {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(fleet: &Fleet, path: &str, clients: usize) -> Load {
+        let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+        let threads = (0..clients)
+            .map(|c| {
+                let (url, client) = (fleet.url(c % fleet.gateways.len(), path), fleet.client());
+                let (stop, seen) = (stop.clone(), seen.clone());
+                fleet.net.public().spawn(move || {
+                    let client = client.build();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let (status, node, body) = post(&client, &url, fresh_dog());
+                        seen.lock().unwrap().push(Seen { done: Instant::now(), took: started.elapsed(), status, node, body });
+                    }
+                })
+            })
+            .collect();
+        Load { stop, seen, threads }
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Waits (at most a minute: a stalled load is a failure) for `more` answers.
+    fn pass(&self, more: usize) {
+        let (from, started) = (self.count(), Instant::now());
+        while self.count() < from + more {
+            assert!(started.elapsed() < Duration::from_secs(60), "the load stalled at {} requests", self.count());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (at most `limit`) for an answer after `after` from a node whose
+    /// label starts with `node`; when it was complete.
+    fn until_served_by(&self, node: &str, after: Instant, limit: Duration) -> Option<Instant> {
+        loop {
+            let found = self.seen.lock().unwrap().iter().filter(|s| s.done > after && s.node.as_deref().is_some_and(|n| n.starts_with(node))).map(|s| s.done).min();
+            if found.is_some() || after.elapsed() > limit {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.into_iter().for_each(|t| t.join().unwrap());
+        Arc::try_unwrap(self.seen).ok().expect("the clients are done").into_inner().unwrap()
+    }
+}
+
+/// Every answer that was not a 200, printed three at most; the count of all.
+fn failures(seen: &[Seen]) -> (usize, Vec<String>) {
+    let failed: Vec<String> = seen.iter().filter(|s| s.status != 200).map(|s| format!("{} after {:?}: {}", s.status, s.took, s.body)).collect();
+    (seen.len(), failed)
+}
+
+fn node_config() -> PathBuf {
+    osprey_tests::repo().join("config/osprey.toml")
+}
+
+/// Status, the serving node (`x-osprey-node`) and the body; a request that
+/// got no answer at all is status 0 with the error as its body.
+fn post(client: &Client, url: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
+    let resp = match client.post(url).header("content-type", "image/jpeg").body(body).send() {
+        Ok(resp) => resp,
+        Err(e) => return (0, None, Value::String(format!("POST {url}: {e:?}"))),
+    };
     let status = resp.status().as_u16();
     let node = resp.headers().get("x-osprey-node").map(|v| v.to_str().unwrap().to_string());
-    let text = resp.text().unwrap();
+    let text = resp.text().unwrap_or_else(|e| format!("the answer broke off: {e}"));
     (status, node, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
@@ -161,16 +361,13 @@ fn a_node_killed_under_load_fails_no_request_and_restarted_serves_within_2_s() {
         assert!(node.starts_with("http://10.77.0."), "the node answered from its own namespace's address: {node}");
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let running = fleet.load("/v1/detect/fast", 4, &stop);
+    let load = Load::start(&fleet, "/v1/detect/fast", 4);
     std::thread::sleep(Duration::from_millis(1500));
     fleet.nodes[0].kill();
     std::thread::sleep(Duration::from_millis(2500));
-    stop.store(true, Ordering::Relaxed);
-    let seen: Vec<(u16, String)> = running.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
-    assert!(seen.len() > 20, "the load ran: {} requests", seen.len());
-    assert!(failed.is_empty(), "{} of {} requests failed while a node died: {:?}", failed.len(), seen.len(), &failed[..failed.len().min(3)]);
+    let (total, failed) = failures(&load.stop());
+    assert!(total > 20, "the load ran: {total} requests");
+    assert!(failed.is_empty(), "{} of {total} requests failed while a node died: {:?}", failed.len(), &failed[..failed.len().min(3)]);
 
     let (addr, url) = (fleet.nodes[0].addr, fleet.nodes[0].url(""));
     fleet.nodes[0] = Osprey::start_in(&fleet.hosts[0], &node_config(), addr);
@@ -187,128 +384,7 @@ fn a_node_killed_under_load_fails_no_request_and_restarted_serves_within_2_s() {
     }
 }
 
-/// A listener of `host` on `port` (made in its namespace: it stays there).
-fn listen(host: &Host, port: u16) -> TcpListener {
-    let addr = SocketAddr::new(host.ip.into(), port);
-    host.run(move || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
-}
-
 /// Whether `from` can open a TCP connection to `to` within `wait`.
 fn connects(from: &Host, to: SocketAddr, wait: Duration) -> bool {
     from.run(move || TcpStream::connect_timeout(&to, wait).is_ok())
-}
-
-/// The enforcement behind "nodes behind NAT": the public side (and another
-/// node) cannot open a connection to a node behind NAT, while an open node
-/// is reached; the NAT'ed node opens one to the public side, and bytes go
-/// both ways on it (its answers pass the firewall as established traffic).
-#[test]
-fn a_node_behind_nat_reaches_the_public_side_and_nobody_reaches_it() {
-    let mut net = Network::new();
-    if !net.namespaces() {
-        eprintln!("netns: skipped (on loopback nothing can be enforced)");
-        return;
-    }
-    let (open, natted) = (net.add_host("open", Reach::Open), net.add_host("nat", Reach::OutboundOnly));
-    let (_l_open, _l_nat, l_public) = (listen(&open, 9000), listen(&natted, 9000), listen(net.public(), 9000));
-    let wait = Duration::from_secs(1);
-    assert!(connects(net.public(), SocketAddr::new(open.ip.into(), 9000), wait), "the public side reaches an open node");
-    assert!(!connects(net.public(), SocketAddr::new(natted.ip.into(), 9000), wait), "the public side opened a connection to a node behind NAT");
-    assert!(!connects(&open, SocketAddr::new(natted.ip.into(), 9000), wait), "another node opened a connection to a node behind NAT");
-
-    let public_addr = SocketAddr::new(net.public().ip.into(), 9000);
-    let mut stream = natted.run(move || TcpStream::connect_timeout(&public_addr, wait).expect("the node behind NAT reaches the public side"));
-    let (mut accepted, from) = l_public.accept().unwrap();
-    assert_eq!(from.ip(), std::net::IpAddr::from(natted.ip), "seen from the public side, the connection comes from the node");
-    exchange(&mut stream, &mut accepted);
-}
-
-/// Bytes one way and back on an open connection, within a bounded time.
-fn exchange(a: &mut TcpStream, b: &mut TcpStream) {
-    use std::io::{Read, Write};
-    for s in [&*a, &*b] {
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    }
-    a.write_all(b"ping").unwrap();
-    let mut got = [0u8; 4];
-    b.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"ping");
-    b.write_all(b"pong").unwrap();
-    a.read_exact(&mut got).expect("the answer to the node's own connection passes its firewall");
-    assert_eq!(&got, b"pong");
-    let _ = a.shutdown(Shutdown::Both);
-}
-
-/// What the tunnel cases will do to a node: its cable pulled, then plugged
-/// back. Cut, an open connection carries nothing and a new one fails; put
-/// back, the same connection carries bytes again and new ones succeed.
-#[test]
-fn a_cut_link_carries_nothing_until_restored() {
-    let mut net = Network::new();
-    if !net.namespaces() {
-        eprintln!("netns: skipped (on loopback there is no link to cut)");
-        return;
-    }
-    let node = net.add_host("node", Reach::OutboundOnly);
-    let l_public = listen(net.public(), 9000);
-    let public_addr = SocketAddr::new(net.public().ip.into(), 9000);
-    let wait = Duration::from_secs(1);
-    let mut stream = node.run(move || TcpStream::connect_timeout(&public_addr, wait).unwrap());
-    let (mut accepted, _) = l_public.accept().unwrap();
-
-    net.cut(&node);
-    assert!(!connects(&node, public_addr, wait), "a new connection crossed a cut link");
-    {
-        use std::io::{Read, Write};
-        stream.write_all(b"lost").unwrap();
-        accepted.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-        let mut got = [0u8; 4];
-        assert!(accepted.read_exact(&mut got).is_err(), "bytes crossed a cut link");
-        net.restore(&node);
-        // TCP sends them again once the link is back (its retransmission timer).
-        accepted.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        accepted.read_exact(&mut got).expect("the bytes sent while cut arrive once restored");
-        assert_eq!(&got, b"lost");
-    }
-    assert!(connects(&node, public_addr, wait), "no new connection after the link came back");
-    exchange(&mut stream, &mut accepted);
-}
-
-/// Dropping a network kills what runs in it and deletes its namespaces.
-#[test]
-fn a_dropped_network_leaves_no_namespace_and_no_process() {
-    let mut net = Network::new();
-    if !net.namespaces() {
-        eprintln!("netns: skipped (on loopback there is no namespace to delete)");
-        return;
-    }
-    let host = net.add_host("sleeper", Reach::Open);
-    let ns = host.namespace().unwrap().to_string();
-    let mut sleeper = host.command("sleep").arg("600").spawn().unwrap();
-    // `ip netns exec` enters the namespace after it started: wait until it did.
-    let pid = sleeper.id().to_string();
-    let entered = Instant::now();
-    while !ip(&["netns", "pids", &ns]).split_whitespace().any(|p| p == pid) {
-        assert!(entered.elapsed() < Duration::from_secs(5), "sleep never ran in {ns}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    drop(net);
-    let listed = ip(&["netns", "list"]);
-    assert!(!listed.lines().any(|l| l.split_whitespace().next() == Some(ns.as_str())), "{ns} is still there:\n{listed}");
-    let dropped = Instant::now();
-    let status = loop {
-        if let Some(status) = sleeper.try_wait().unwrap() {
-            break status;
-        }
-        if dropped.elapsed() > Duration::from_secs(5) {
-            let _ = sleeper.kill();
-            panic!("the process in the dropped namespace was left to run");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(!status.success(), "it was killed, not left to finish: {status}");
-}
-
-fn ip(args: &[&str]) -> String {
-    String::from_utf8(std::process::Command::new("ip").args(args).output().unwrap().stdout).unwrap()
 }

@@ -91,6 +91,20 @@ impl Host {
         }
     }
 
+    /// Makes `name` resolve to `ip` for this host's processes: a hosts file
+    /// that `ip netns exec` puts over `/etc/hosts` for what it runs there
+    /// (`/etc/netns/NS/hosts`, deleted with the namespace). Threads of the
+    /// test do not see it ([`Host::run`]): give their clients the address.
+    pub fn resolve(&self, name: &str, ip: Ipv4Addr) {
+        let ns = self.namespace.as_deref().unwrap_or_else(|| panic!("{}: on loopback a name resolves through the machine's /etc/hosts, which a test leaves alone", self.role));
+        let dir = format!("/etc/netns/{ns}");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        let path = format!("{dir}/hosts");
+        let first = if std::path::Path::new(&path).exists() { "" } else { "127.0.0.1 localhost\n" };
+        let mut file = std::fs::File::options().create(true).append(true).open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        writeln!(file, "{first}{ip} {name}").unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+
     /// Runs `f` on a thread inside this host's namespace and returns what it
     /// returns: sockets it opens belong to the host, and keep belonging to
     /// it after the thread ends; threads it starts (a client's runtime) are
@@ -302,6 +316,8 @@ fn remove(ns: &str) {
         }
     }
     let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+    // The files `ip netns exec` puts over /etc for it (Host::resolve), if any.
+    let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
 }
 
 /// `ip ARGS`, which must succeed: the namespace could be made, so a failure

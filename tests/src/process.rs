@@ -41,6 +41,14 @@ impl Osprey {
         Self::start_command(host.command(binary()), config, listen)
     }
 
+    /// [`Osprey::start_in`] with variables added to its environment
+    /// (`ip netns exec` passes it on): the tokens of a tunnel.
+    pub fn start_in_env(host: &super::netns::Host, config: &Path, listen: SocketAddr, env: &[(&str, &str)]) -> Osprey {
+        let mut command = host.command(binary());
+        command.envs(env.iter().copied());
+        Self::start_command(command, config, listen)
+    }
+
     /// Starts `command`, a command line that ends in the osprey binary (run
     /// through `ip netns exec`, `taskset`...), with `serve` and its
     /// arguments added here. The child must be osprey itself (its wrappers
@@ -63,8 +71,8 @@ impl Osprey {
                 _ => panic!("osprey exited before listening: {:?}\n{}", child.wait(), log.lock().unwrap().join("\n")),
             };
             log.lock().unwrap().push(line.clone());
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on http://".len()..];
+            // `https://` where the server terminates TLS (ACME, files).
+            if let Some(rest) = line.find("listening on http").map(|at| &line[at..]).and_then(|l| l.split_once("://")).map(|(_, rest)| rest) {
                 let end = rest.find(|c: char| c.is_whitespace() || c == '\x1b').unwrap_or(rest.len());
                 break rest[..end].parse().unwrap_or_else(|e| panic!("address in {line:?}: {e}"));
             }
