@@ -4,14 +4,13 @@
 //! node's cable pulled under load and plugged back in.
 //!
 //! HTTP/2 keep-alive on both ends of a tunnel (`host/src/upstream/node.rs`,
-//! `host/src/server/dial.rs`): a ping after 10 s without a frame, the
-//! connection given up 5 s later. A pulled cable sends no reset, so that is
-//! how long each end takes to notice: up to ~15 s. A request in flight on
-//! the cut node has no answer byte until then; the gateway then retries it
-//! on the other node, which it can only do within the route's deadline,
-//! hence `deadline_ms = 30000` here. With the default 10 s, the requests in
-//! flight on the cut node end in `504 deadline_exceeded` at 10 s, before the
-//! pings have given up on the tunnel (seen: 2 of 521 under 4 clients).
+//! `host/src/server/dial.rs`): a ping every 4 s, the connection given up
+//! when one is not answered within 3 s. A pulled cable sends no reset, so
+//! that is how long each end takes to notice: up to ~7 s. A request in
+//! flight on the cut node has no answer byte until then; the gateway then
+//! retries it on the other node, within the route's default 10 s deadline.
+//! (With pings of 10 s + 5 s, as first built, those requests ended in
+//! `504 deadline_exceeded` at 10 s: 2 of 521 under 4 clients.)
 
 use super::*;
 
@@ -24,7 +23,7 @@ fn tunnel_label(name: &str, host: &Host) -> String {
 /// start loads the real models: a fleet per case would cost minutes).
 #[test]
 fn nodes_behind_nat_dial_out_serve_the_pool_and_reconnect_after_a_cut_link() {
-    let fleet = Topology::pool(2).tunnel().route("cache_ttl_s = 0\ndeadline_ms = 30000").start("tunnel");
+    let fleet = Topology::pool(2).tunnel().route("cache_ttl_s = 0").start("tunnel");
     let labels: Vec<String> = fleet.hosts.iter().enumerate().map(|(i, h)| tunnel_label(&format!("node{i}"), h)).collect();
 
     // Answers name the tunnel node that served them; both serve.
@@ -59,7 +58,7 @@ fn nodes_behind_nat_dial_out_serve_the_pool_and_reconnect_after_a_cut_link() {
     let cut = Instant::now();
     fleet.net.cut(&fleet.hosts[0]);
     let dropped = fleet.wait_for_tunnels(0, 1, Duration::from_secs(25));
-    eprintln!("the gateway dropped the cut node's tunnel {} ms after the cut (HTTP/2 pings: 10 s + 5 s)", dropped.as_millis());
+    eprintln!("the gateway dropped the cut node's tunnel {} ms after the cut (HTTP/2 pings: 4 s + 3 s)", dropped.as_millis());
     assert!(fleet.nodes[0].wait_for_log("tunnel closed", 1, Duration::from_secs(25).saturating_sub(cut.elapsed())), "the cut node noticed its dead tunnel: {:?}", fleet.nodes[0].log("gateway"));
     load.pass(8);
 
