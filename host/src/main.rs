@@ -10,10 +10,15 @@ use osprey::upstream::{Pools, Remotes};
 use osprey::{config, reload, server, snapshot::Snapshot, state::Shared, tls};
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let log = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()));
+    // The server logs on stdout (scripts read its "listening on" line there);
+    // the other commands answer on stdout, so their log goes to stderr.
+    match cli.command {
+        Command::Serve { .. } => log.init(),
+        _ => log.with_writer(std::io::stderr).init(),
+    }
+    match cli.command {
         Command::Check { config } => osprey::cli::check(&config),
         Command::Plugin { command } => osprey::cli::plugin::run(command),
         Command::Serve { config, listen } => serve(&config, listen),
