@@ -111,6 +111,9 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
             },
             () = &mut shutdown => break,
         };
+        // An HTTP/2 answer is a HEADERS frame then DATA frames, written
+        // apart: with Nagle on, the second waits for the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let (rooms, builder, watcher, acceptor) = (rooms.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
             match acceptor {
