@@ -12,7 +12,7 @@ STEP := scripts/setup-step
 PLUGINS := image-prep yolo ssd classify misbehave fusion stego render
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models crates plugins host test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet soak check
+.PHONY: serve test setup toolchain models crates plugins host test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload soak check
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
@@ -155,6 +155,10 @@ bench-peers: setup bench-deps
 # bytes per request. The table goes to stdout and target/bench-fleet.md.
 bench-fleet: setup test-services
 	$(CARGO) bench -p osprey-tests --bench fleet
+
+# /v1/detect offered 2x and 10x its capacity, open loop: refusals, 504s, latency (README).
+bench-overload: setup
+	$(CARGO) bench -p osprey-tests --bench overload
 
 # Ten minutes well past capacity on loopback: only 2xx and 429, RSS flat (README).
 soak: setup
