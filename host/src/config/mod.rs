@@ -69,6 +69,19 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether a client's `given` token is this one (see `same_secret`).
+    pub fn matches(&self, given: &str) -> bool {
+        same_secret(given, &self.0)
+    }
+}
+
+/// Compares two tokens' SHA-256 digests in constant time: the time taken
+/// shows neither where the first difference lies nor how long the token is.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(given.as_bytes()).as_slice().ct_eq(Sha256::digest(expected.as_bytes()).as_slice()).into()
 }
 
 impl std::fmt::Debug for Secret {

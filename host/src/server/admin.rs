@@ -41,9 +41,7 @@ pub async fn handle(shared: &Arc<Shared>, op: Op, headers: &HeaderMap) -> Result
 pub(super) fn authorize(token: &Option<String>, headers: &HeaderMap) -> Result<(), ServeError> {
     let Some(token) = token else { return Err(ServeError::NotFound) };
     let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    // Compare in time independent of where the first difference is.
-    let same = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same {
+    if crate::config::same_secret(given, token) {
         Ok(())
     } else {
         Err(ServeError::Unauthorized)
