@@ -72,35 +72,21 @@ fn pong(port: u16) -> bool {
 
 /// An in-process host; `redis` adds lines to its `[redis]` table.
 fn host(dir: &Path, name: &str, port: u16, redis: &str) -> TestServer {
-    let repo = osprey_tests::repo();
     let config = format!(
         r#"
 [redis]
 url = "redis://127.0.0.1:{port}"
 {redis}
 
-[models.classifier]
-file = "{repo}/models/efficientnet_lite3/model.onnx"
-labels = "{repo}/models/efficientnet_lite3/labels.txt"
-instances = 1
-threads = 1
-
-[plugins.image-prep]
-file = "{repo}/target/wasm32-wasip2/plugin/image_prep.wasm"
-
-[plugins.classify]
-file = "{repo}/target/wasm32-wasip2/plugin/classify.wasm"
+{CLASSIFIER}
 
 [[routes]]
 path = "/classify"
 cache_ttl_s = 60
 rate_limit = {{ rate = 0.01, burst = 3 }}
-stages = [
-  {{ plugin = "image-prep", settings = {{ width = 280, height = 280, fit = "stretch", dtype = "u8" }} }},
-  {{ plugin = "classify", settings = {{ model = "classifier", top = 2 }} }},
-]
+{STAGES}
 "#,
-        repo = repo.display()
+        CLASSIFIER = classifier()
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
@@ -165,22 +151,10 @@ fn signal(redis: &Redis, which: &str) {
     assert!(status.success(), "kill {which} redis-server");
 }
 
-/// The stages the node runs for both routes; the gateways forward to it.
-const STAGES: &str = r#"stages = [
-  { plugin = "image-prep", settings = { width = 280, height = 280, fit = "stretch", dtype = "u8" } },
-  { plugin = "classify", settings = { model = "classifier", top = 2 } },
-]"#;
-
-/// A node with the model, caching nothing and limiting nobody: what the
-/// gateways answer from their cache and refuse by their buckets is theirs.
-fn node_config(dir: &Path) -> PathBuf {
-    let repo = osprey_tests::repo();
-    let text = format!(
-        r#"
-[admin]
-watch = false
-
-[models.classifier]
+/// The classification model and the plugins of `STAGES`, on every host that runs them.
+fn classifier() -> String {
+    format!(
+        r#"[models.classifier]
 file = "{repo}/models/efficientnet_lite3/model.onnx"
 labels = "{repo}/models/efficientnet_lite3/labels.txt"
 instances = 1
@@ -191,6 +165,26 @@ file = "{repo}/target/wasm32-wasip2/plugin/image_prep.wasm"
 
 [plugins.classify]
 file = "{repo}/target/wasm32-wasip2/plugin/classify.wasm"
+"#,
+        repo = osprey_tests::repo().display()
+    )
+}
+
+/// The stages of every route that classifies here (the in-process hosts', the node's).
+const STAGES: &str = r#"stages = [
+  { plugin = "image-prep", settings = { width = 280, height = 280, fit = "stretch", dtype = "u8" } },
+  { plugin = "classify", settings = { model = "classifier", top = 2 } },
+]"#;
+
+/// A node with the model, caching nothing and limiting nobody: what the
+/// gateways answer from their cache and refuse by their buckets is theirs.
+fn node_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"
+[admin]
+watch = false
+
+{CLASSIFIER}
 
 [[routes]]
 path = "/classify"
@@ -202,7 +196,7 @@ path = "/limited"
 cache_ttl_s = 0
 {STAGES}
 "#,
-        repo = repo.display()
+        CLASSIFIER = classifier()
     );
     let path = dir.join("node.toml");
     std::fs::write(&path, text).unwrap();

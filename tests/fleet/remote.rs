@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use osprey_tests::process::{free_addr, Osprey, ANY_PORT};
 use serde_json::Value;
 
-use super::{client, fresh_dog, node_config, post};
+use super::{client, fresh_dog, load, node_config, post};
 
 const TOKEN: &str = "remote-test-token-0123456789";
 
@@ -161,19 +161,7 @@ fn a_dead_node_costs_no_request_and_no_node_is_a_503() {
     let front = Osprey::start(&front_config("failover", &urls, "health_interval_ms = 200"), ANY_PORT);
     let url = front.url("/v1/remote/detect");
     let stop = Arc::new(AtomicBool::new(false));
-    let running: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let (status, _, body) = post(&url, fresh_dog());
-                    seen.push((status, body.to_string()));
-                }
-                seen
-            })
-        })
-        .collect();
+    let running = load(url.clone(), 2, stop.clone());
     std::thread::sleep(Duration::from_millis(2000));
     nodes[0].kill();
     std::thread::sleep(Duration::from_millis(3000));
