@@ -71,12 +71,7 @@ const UNDER_TEST: &str = "under-test";
 
 fn plugin_run(r: &Run) -> anyhow::Result<()> {
     let photo = std::fs::read(&r.image).map_err(|e| anyhow::anyhow!("{}: {e}", r.image.display()))?;
-    let content_type = match photo.get(..4) {
-        Some([0xff, 0xd8, ..]) => "image/jpeg",
-        Some([0x89, b'P', b'N', b'G']) => "image/png",
-        Some(b"RIFF") => "image/webp",
-        _ => "application/octet-stream",
-    };
+    let content_type = crate::client::content_type(&r.image);
     let config = chain_config(r)?;
     crate::nn::runtime::configure(config.server.pool);
     let engine = crate::plugin::Engine::for_server(&config.server)?;

@@ -186,7 +186,7 @@ async fn read_file(path: &Path) -> Result<Vec<u8>, Failure> {
 }
 
 /// The content type to send a file as, from its extension.
-fn content_type(path: &Path) -> &'static str {
+pub(crate) fn content_type(path: &Path) -> &'static str {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "jpg" | "jpeg" => "image/jpeg",
