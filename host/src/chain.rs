@@ -17,6 +17,8 @@ use crate::plugin::{Engine, Outcome, Plugin, PluginError, Sandbox};
 pub struct Chain {
     /// `plugin@sha256-prefix` of each stage, render included, for the admin status.
     pub signature: String,
+    /// The same without render: what answered a request that render did not draw.
+    stages_signature: String,
     /// Every stage's settings as configured, render's included: part of the
     /// cache key, so editing a stage's settings never serves an old answer.
     pub settings_key: String,
@@ -73,9 +75,10 @@ pub fn build(route: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>) -> Chain 
     };
     let stages: Vec<Stage> = route.stages.iter().map(stage).collect();
     let render = route.render.as_ref().map(stage);
+    let stages_signature = stages.iter().map(Stage::signature).collect::<Vec<_>>().join(",");
     let signature = stages.iter().chain(&render).map(Stage::signature).collect::<Vec<_>>().join(",");
     let settings_key = stages.iter().chain(&render).map(|s| s.json.as_str()).collect::<Vec<_>>().join(",");
-    Chain { signature, settings_key, stages, render, params: route.params.clone(), deadline: route.deadline }
+    Chain { signature, stages_signature, settings_key, stages, render, params: route.params.clone(), deadline: route.deadline }
 }
 
 impl Stage {
@@ -115,9 +118,11 @@ impl Chain {
 
     /// `plugin@sha256-prefix` of the stages that answered a request: render
     /// only when the client asked for the annotated image.
-    pub fn ran(&self, rendered: bool) -> String {
-        let render = self.render.as_ref().filter(|_| rendered);
-        self.stages.iter().chain(render).map(Stage::signature).collect::<Vec<_>>().join(",")
+    pub fn ran(&self, rendered: bool) -> &str {
+        match rendered {
+            true => &self.signature,
+            false => &self.stages_signature,
+        }
     }
 
     /// Whether the route can answer with an annotated image.

@@ -69,7 +69,7 @@ pub async fn serve(
     let fresh = fresh(&snapshot, &parts.headers);
     let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render, budget, pass, fresh }, started, id).await;
     let signature = snapshot.routes[index].chain.ran(rendered);
-    (answer.map(|a| respond::answer(a, &signature)), cache)
+    (answer.map(|a| respond::answer(a, signature)), cache)
 }
 
 /// `Cache-Control: no-cache` with the admin token: run the chain even if the
