@@ -17,6 +17,15 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 use crate::nn::{Tensor, TensorData};
 
 mod jpeg;
+pub mod mjpeg;
+
+/// A JPEG frame of a stream decoded to RGB at 1/`denom` of its size
+/// (1, 2, 4 or 8), in the orientation stored: frames from ffmpeg carry no EXIF.
+pub fn decode_frame(bytes: &[u8], denom: u32) -> Result<Image, ImagingError> {
+    let rgb = jpeg::decode_scaled(bytes, denom)?.ok_or(ImagingError::Unsupported)?;
+    let (width, height) = rgb.dimensions();
+    Ok(Image { width, height, rgb: rgb.into_raw() })
+}
 
 /// A decoded 8-bit RGB image held by the host.
 pub struct Image {

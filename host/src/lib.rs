@@ -13,6 +13,8 @@
 //! 2. Entry rooms, side by side; none imports another or the server:
 //!    - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
 //!    - `video`: video jobs: upload, ffprobe, ffmpeg frames through a route, results as SSE.
+//!    - `stream`: live streams: RTMP in (pushed or pulled), a similar-frame gate, frames
+//!      through a route, viewer-marked HLS out, results as SSE, leak tracing.
 //!    - `reload`: rebuild the snapshot aside and swap it in; the file watcher.
 //! 3. The shared floor, under every entry point:
 //!    - `route`: an upload through a route: the result cache, a turn to run, the chain, the answer.
@@ -24,6 +26,7 @@
 //!      Inference Protocol (it implements `nn`'s remote traits).
 //!    - `cache`: the result cache (memory LRU or Redis), keyed by SHA-256.
 //!    - `tls`: certificates from ACME or files, the handshake, the redirect listener, a client's trust.
+//!    - `audit`: the viewers' audit log (SQLite), written by a thread of its own.
 //! 5. The corridor, each importing only those after it:
 //!    - `snapshot`: the immutable set of compiled plugins, loaded models and routes.
 //!    - `chain`: builds a route's chain of stages and runs it on a blocking thread.
@@ -38,6 +41,7 @@
 //!      a trait object the snapshot is handed from above, so `nn` never imports the network.
 //!    - `metrics`: Prometheus metrics at `/metrics`.
 
+pub mod audit;
 pub mod cache;
 pub mod chain;
 pub mod cli;
@@ -56,6 +60,7 @@ pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod stream;
 pub mod tls;
 pub mod upstream;
 pub mod video;

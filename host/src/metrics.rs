@@ -110,6 +110,22 @@ pub struct ModelStatusLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamFrameLabels {
+    pub stream: String,
+    /// `in` (read from the ingest), `out` (written to the output),
+    /// `filled` (the last frame again while the input stalls), `skipped`
+    /// (the gate reused the last result), `dropped` (older than the lag budget,
+    /// or replaced by a newer one before its turn), `busy` (the server or the
+    /// stream's CPU budget had no room: the last result reused).
+    pub frames: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds() -> Histogram {
@@ -150,6 +166,12 @@ pub struct Metrics {
     pub upstream_tunnels: Family<UpstreamLabel, Gauge>,
     pub upstream_bytes: Family<NodeDirLabels, Counter>,
     pub oip_infer: Family<ModelStatusLabels, Counter>,
+    pub streams: Gauge,
+    pub stream_frames: Family<StreamFrameLabels, Counter>,
+    pub stream_stage: Histograms<StreamLabel>,
+    pub stream_lag: Family<StreamLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub audit_rows: Counter,
+    pub audit_dropped: Counter,
 }
 
 /// The process's metrics.
@@ -187,6 +209,12 @@ impl Metrics {
             upstream_tunnels: Family::default(),
             upstream_bytes: Family::default(),
             oip_infer: Family::default(),
+            streams: Gauge::default(),
+            stream_frames: Family::default(),
+            stream_stage: Family::new_with_constructor(seconds),
+            stream_lag: Family::default(),
+            audit_rows: Counter::default(),
+            audit_dropped: Counter::default(),
             registry: Registry::default(),
         };
         r.register("reload", "Reloads of config, plugins and models, by outcome", m.reloads.clone());
@@ -214,6 +242,12 @@ impl Metrics {
         r.register("upstream_tunnels", "Nodes connected to a pool over tunnels they dialled", m.upstream_tunnels.clone());
         r.register("upstream_bytes", "Body bytes sent to and received from a node, by direction", m.upstream_bytes.clone());
         r.register("oip_infer_requests", "Open Inference Protocol infer requests answered, by model and status", m.oip_infer.clone());
+        r.register("streams", "Live streams running", m.streams.clone());
+        r.register("stream_frames", "Frames of a live stream, by what became of them", m.stream_frames.clone());
+        r.register("stream_stage_seconds", "Time a live stream's frame spent in the route's chain (and marking)", m.stream_stage.clone());
+        r.register("stream_lag_seconds", "Age of a live stream's last frame when it was written out", m.stream_lag.clone());
+        r.register("audit_rows", "Rows committed to the viewers' audit log", m.audit_rows.clone());
+        r.register("audit_dropped", "Visits not written to the audit log (the writer was behind, or failed)", m.audit_dropped.clone());
         Metrics { registry: r, ..m }
     }
 

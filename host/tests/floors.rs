@@ -10,9 +10,9 @@ use std::path::Path;
 /// otherwise the rooms of a floor import none of each other.
 const FLOORS: &[(&[&str], bool)] = &[
     (&["cli", "client", "server"], true),
-    (&["oip", "video", "reload"], false),
+    (&["oip", "video", "stream", "reload"], false),
     (&["route", "state", "http"], true),
-    (&["upstream", "cache", "tls"], true),
+    (&["upstream", "cache", "tls", "audit"], true),
     (&["snapshot", "chain", "plugin", "imaging"], true),
     (&["config", "ratelimit", "redis", "nn", "metrics"], true),
 ];

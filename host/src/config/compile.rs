@@ -58,9 +58,17 @@ pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<C
     let redis = raw.redis.as_ref().and_then(|r| redis(r, d));
     let tls = super::tls::compile(&raw.tls, server.listen, base, d);
     let video = video(&raw.video, d);
+    let streams = raw.streams.as_ref().and_then(|s| super::streams::compile(s, base, d));
+    if let (Some(st), Some(raw_st)) = (&streams, &raw.streams) {
+        if !routes.iter().any(|r: &RouteDef| r.path == st.watermark_route && r.method == "POST") {
+            let span = raw_st.get_ref().watermark_route.as_ref().map_or(raw_st.span(), |r| r.span());
+            let hint = "a POST route whose stage is `stego` with mode = \"embed\" and format = \"jpeg\" (config/osprey.toml has one)";
+            d.error(span, format!("[streams] watermark_route \"{}\" is not a POST route of this config", st.watermark_route), Some(hint.into()));
+        }
+    }
     let upstreams = super::upstream::compile(&raw, d);
     let gateway = raw.gateway.as_ref().and_then(|g| super::gateway::compile(g, base, d));
-    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls, video, upstreams, gateway })
+    d.list.is_empty().then_some(Config { server, models, plugins, routes, admin, cache_bytes, redis, tls, video, streams, upstreams, gateway })
 }
 
 /// `[redis]`: a redis:// URL and, when given, positive times. The default
@@ -314,7 +322,7 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, cache_ttl: Dura
     if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.contains("//") {
         d.error(r.path.span(), format!("route path \"{path}\" is not a plain absolute path"), Some("like \"/v1/detect\": starts with '/', no query".into()));
         ok = false;
-    } else if RESERVED.contains(&path.as_str()) || ["/admin", "/v2", "/v1/videos"].iter().any(|r| path == r || path.starts_with(&format!("{r}/"))) {
+    } else if RESERVED.contains(&path.as_str()) || ["/admin", "/v2", "/v1/videos", "/v1/streams"].iter().any(|r| path == r || path.starts_with(&format!("{r}/"))) {
         d.error(r.path.span(), format!("route path \"{path}\" is answered by the host itself"), Some("pick another path".into()));
         ok = false;
     }

@@ -8,6 +8,7 @@ pub mod diag;
 mod gateway;
 pub mod raw;
 pub mod tls;
+mod streams;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use diag::{ConfigError, Diagnostic};
 pub use gateway::valid_node_name;
+pub use streams::{GateThresholds, StreamSettings, DEFAULT_GATE};
 pub use tls::{AcmeSettings, CertFiles, Challenge, Directory, TlsMode, TlsSettings};
 
 use crate::nn::{ElemType, LoadSpec, PoolSettings};
@@ -35,6 +37,8 @@ pub struct Config {
     /// HTTPS on `server.listen` (and an optional plain redirect listener), or off.
     pub tls: TlsSettings,
     pub video: VideoSettings,
+    /// Live streams; `None` when the config has no `[streams]` (they are off).
+    pub streams: Option<StreamSettings>,
     /// Pools of nodes that routes may forward to.
     pub upstreams: Vec<UpstreamDef>,
     /// A gateway this node dials out to (`[gateway]`); read at start only.

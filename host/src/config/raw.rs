@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub video: RawVideo,
+    /// Live streams (`POST /v1/streams`); off unless the section is there.
+    pub streams: Option<Spanned<RawStreams>>,
     /// Pools of osprey nodes that routes with `upstream = "NAME"` forward to.
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
@@ -88,6 +90,42 @@ pub struct RawVideo {
     pub max_fps: Option<Spanned<u32>>,
     /// A job nobody follows for this long is cancelled, in seconds.
     pub idle_cancel_s: Option<Spanned<u64>>,
+}
+
+/// `[streams]`: live streams pushed to (RTMP) or pulled by osprey.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStreams {
+    /// Streams running at once; more are answered 429.
+    pub max_streams: Option<Spanned<u32>>,
+    /// Frames are scaled down to fit this box and sampled at most this often.
+    pub max_width: Option<Spanned<u32>>,
+    pub max_height: Option<Spanned<u32>>,
+    pub max_fps: Option<Spanned<u32>>,
+    /// Ports osprey may open RTMP listeners on for pushed streams: `[first, last]`.
+    pub ports: Option<Spanned<Vec<u16>>>,
+    /// Hosts a pulled stream's URL may name (exact names or IPs); empty: no pulls.
+    pub allow: Option<Vec<Spanned<String>>>,
+    /// A frame older than this when its turn comes is dropped, in milliseconds.
+    pub lag_ms: Option<Spanned<u64>>,
+    /// No frame for this long restarts the ingest, in milliseconds.
+    pub stall_ms: Option<Spanned<u64>>,
+    /// Share of one core the route's chain may use per stream (0.05 to 2.0).
+    pub cpu: Option<Spanned<f64>>,
+    /// The similar-frame gate's default thresholds, in luma levels (0-255):
+    /// the mean difference of the cells and the largest one cell may show.
+    pub gate_mean: Option<Spanned<f64>>,
+    pub gate_cell: Option<Spanned<f64>>,
+    /// The route that marks frames with a viewer's bits (default `/v1/stego/embed/jpeg`).
+    pub watermark_route: Option<Spanned<String>>,
+    /// Bits of a viewer ID (1 to 16): a clip needs about this many seconds to be traced.
+    pub viewer_id_bits: Option<Spanned<u32>>,
+    /// The SQLite file of the viewers' audit log (relative to the config file).
+    pub audit: Option<Spanned<String>>,
+    /// Audit rows older than this are deleted, in days.
+    pub audit_days: Option<Spanned<u64>>,
+    /// The host name put in publish URLs (default: the listen address's IP).
+    pub public_host: Option<Spanned<String>>,
 }
 
 /// The in-memory result cache (with `[redis]`, where answers go while Redis is down).

@@ -1,5 +1,5 @@
 //! The errors an HTTP request can end in, for every entry point: the serving
-//! layer's own, and the video room's. `respond::error` gives each its answer.
+//! layer's own, and the video and stream rooms'. `respond::error` gives each its answer.
 
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub enum ServeError {
     #[error(transparent)]
     Video(#[from] VideoError),
     #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("internal error: {0}")]
     Internal(String),
@@ -59,4 +61,48 @@ pub enum VideoError {
     Busy { running: usize },
     #[error("video processing is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Errors of the live streams (`crate::stream`), defined here for the same reason as `VideoError`.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("live streams are off: the config has no [streams] section")]
+    Off,
+    #[error("live streams need the admin token: set [admin] token or OSPREY_ADMIN_TOKEN")]
+    NoToken,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("pulling from host '{0}' is not allowed ([streams] allow)")]
+    NotAllowed(String),
+    #[error("no stream '{0}'")]
+    Unknown(String),
+    #[error("{running} streams are running, the most this server runs at once ([streams] max_streams)")]
+    Busy { running: usize },
+    #[error("no free port for an RTMP listener in [streams] ports {first}-{last}")]
+    NoPort { first: u16, last: u16 },
+    #[error("this stream is watermarked: open it with a viewer token (?viewer=..., from POST /v1/streams/ID/viewers)")]
+    ViewerRequired,
+    #[error("segment {0} is not (or no longer) available")]
+    NoSegment(u64),
+    #[error("the clip cannot be read: {0}")]
+    BadClip(String),
+    #[error("live streams are unavailable: {0}")]
+    Unavailable(String),
+    /// Inside a stream (never an HTTP answer, a log line and a state).
+    #[error("the ingest failed: {0}")]
+    Ingest(String),
+    #[error("a publisher gave the wrong stream key")]
+    Refused,
+    #[error("the encoder failed: {0}")]
+    Egress(String),
+}
+
+impl StreamError {
+    /// ffmpeg could not run: a problem of the server.
+    pub fn tool(tool: &str, e: &std::io::Error) -> StreamError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => StreamError::Unavailable(format!("{tool} is not installed on the server (apt-get install ffmpeg)")),
+            _ => StreamError::Unavailable(format!("cannot run {tool}: {e}")),
+        }
+    }
 }

@@ -13,7 +13,7 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::error::{ServeError, VideoError};
+use super::error::{ServeError, StreamError, VideoError};
 use crate::plugin::{Outcome, PluginError, StageErrorKind};
 use crate::upstream::{Forwarded, UpstreamError, NODE_HEADER};
 
@@ -150,7 +150,7 @@ pub fn error(e: &ServeError) -> Response<Body> {
         // A full queue drains in about one model run: a second is a fair first retry.
         ServeError::Plugin(PluginError::Overloaded(_)) | ServeError::Overloaded(_) => Some(1),
         // A video job takes seconds to minutes: retrying at once only costs an upload.
-        ServeError::Video(VideoError::Busy { .. }) => Some(5),
+        ServeError::Video(VideoError::Busy { .. }) | ServeError::Stream(StreamError::Busy { .. } | StreamError::NoPort { .. }) => Some(5),
         // Health checks run every second or so: a node may be back by then.
         ServeError::Upstream(UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_)) | ServeError::Plugin(PluginError::ModelUnavailable(_)) => Some(1),
         ServeError::RateLimited(wait) | ServeError::WouldMissDeadline { wait, .. } => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
@@ -198,6 +198,18 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
             VideoError::UnknownJob(_) => (StatusCode::NOT_FOUND, "not_found"),
             VideoError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             VideoError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "video_unavailable"),
+        },
+        ServeError::Stream(v) => match v {
+            StreamError::Off | StreamError::Unknown(_) => (StatusCode::NOT_FOUND, "not_found"),
+            StreamError::NoToken => (StatusCode::FORBIDDEN, "admin_token_required"),
+            StreamError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_stream"),
+            StreamError::NotAllowed(_) => (StatusCode::FORBIDDEN, "source_not_allowed"),
+            StreamError::Busy { .. } | StreamError::NoPort { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+            StreamError::ViewerRequired => (StatusCode::FORBIDDEN, "viewer_required"),
+            StreamError::NoSegment(_) => (StatusCode::NOT_FOUND, "not_found"),
+            StreamError::BadClip(_) => (StatusCode::BAD_REQUEST, "bad_video"),
+            StreamError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "streams_unavailable"),
+            StreamError::Ingest(_) | StreamError::Refused | StreamError::Egress(_) => (StatusCode::INTERNAL_SERVER_ERROR, "stream_failed"),
         },
         ServeError::Upstream(u) => match u {
             UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node"),

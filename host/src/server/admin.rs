@@ -1,10 +1,11 @@
 //! The admin API behind a bearer token: `GET /admin/status` (what is loaded,
-//! the last reload, the TLS certificate) and `POST /admin/reload`. Off (404) when no token is set.
+//! the last reload, the TLS certificate), `POST /admin/reload` and
+//! `GET /admin/audit` (the streams' viewers). Off (404) when no token is set.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hyper::header::{HeaderMap, AUTHORIZATION};
+use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -17,11 +18,13 @@ use crate::state::Shared;
 pub enum Op {
     Status,
     Reload,
+    Audit,
 }
 
-pub async fn handle(shared: &Arc<Shared>, op: Op, headers: &HeaderMap) -> Result<Response<Body>, ServeError> {
-    authorize(&shared.snapshot.load().config.admin.token, headers)?;
+pub async fn handle<B>(shared: &Arc<Shared>, streams: &crate::stream::Streams, op: Op, req: &hyper::Request<B>) -> Result<Response<Body>, ServeError> {
+    authorize(&shared.snapshot.load().config.admin.token, req.headers())?;
     match op {
+        Op::Audit => audit(shared, streams, req.uri().query()).await,
         Op::Status => Ok(json_response(StatusCode::OK, &status(shared))),
         Op::Reload => {
             let shared = shared.clone();
@@ -39,13 +42,28 @@ pub async fn handle(shared: &Arc<Shared>, op: Op, headers: &HeaderMap) -> Result
 }
 
 pub(super) fn authorize(token: &Option<String>, headers: &HeaderMap) -> Result<(), ServeError> {
-    let Some(token) = token else { return Err(ServeError::NotFound) };
-    let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if crate::config::same_secret(given, token) {
-        Ok(())
-    } else {
-        Err(ServeError::Unauthorized)
+    crate::http::auth::bearer(token, headers)
+}
+
+/// `GET /admin/audit?viewer=&from=&to=&limit=`: rows of the viewers' audit
+/// log, oldest first; `from` and `to` are Unix seconds (inclusive).
+async fn audit(shared: &Shared, streams: &crate::stream::Streams, query: Option<&str>) -> Result<Response<Body>, ServeError> {
+    let settings = shared.snapshot.load().config.streams.clone().ok_or(crate::http::StreamError::Off)?;
+    let log = streams.audit(&settings).await?;
+    let mut q = crate::audit::Query { limit: 1000, ..Default::default() };
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let bad = || ServeError::BadRequest { code: "bad_param", message: format!("{k}={v}: a whole number") };
+        match &*k {
+            "viewer" => q.viewer = Some(v.parse().map_err(|_| bad())?),
+            "from" => q.from = Some(v.parse().map_err(|_| bad())?),
+            "to" => q.to = Some(v.parse().map_err(|_| bad())?),
+            "limit" => q.limit = v.parse::<usize>().map_err(|_| bad())?.min(100_000),
+            _ => return Err(ServeError::BadRequest { code: "bad_param", message: format!("unknown parameter '{k}' (viewer, from, to, limit)") }),
+        }
     }
+    let committed = log.committed();
+    let rows = tokio::task::spawn_blocking(move || log.query(&q)).await.map_err(|e| ServeError::Internal(e.to_string()))?.map_err(|e| ServeError::Internal(e.to_string()))?;
+    Ok(json_response(StatusCode::OK, &json!({"rows": rows, "committed_since_start": committed})))
 }
 
 fn status(shared: &Shared) -> Value {

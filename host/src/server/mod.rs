@@ -43,10 +43,11 @@ use crate::video;
 use router::{Miss, Target};
 
 /// What the server's requests reach: the shared floor, and the state of the
-/// rooms that live as long as this server (video jobs).
+/// rooms that live as long as this server (video jobs, live streams).
 struct Rooms {
     shared: Arc<Shared>,
     videos: video::Jobs,
+    streams: crate::stream::Streams,
 }
 
 /// Where a server listens and how it speaks there.
@@ -86,7 +87,7 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
         let _ = shared.tls.set(tls.status);
         Arc::new(tls.acceptor)
     });
-    let rooms = Arc::new(Rooms { shared, videos: video::Jobs::default() });
+    let rooms = Arc::new(Rooms { shared, videos: video::Jobs::default(), streams: crate::stream::Streams::default() });
     let (leave, left) = tokio::sync::watch::channel(false);
     let dialer = gateway.map(|g| tokio::spawn(dial::run(g, rooms.clone(), left)));
     let graceful = GracefulShutdown::new();
@@ -178,9 +179,10 @@ async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAdd
         Ok(Target::Health) => Ok(respond::json_response(StatusCode::OK, &json!({"status": "alive"}))),
         Ok(Target::Ready) => Ok(ready(&snapshot, shared)),
         Ok(Target::Metrics) => Ok(respond::metrics(crate::metrics::global().encode())),
-        Ok(Target::Admin(op)) => admin::handle(shared, op, req.headers()).await,
+        Ok(Target::Admin(op)) => admin::handle(shared, &rooms.streams, op, &req).await,
         Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
         Ok(Target::Page(file)) => Ok(page::serve(file)),
+        Ok(Target::Stream(op)) => crate::stream::handle(shared, &rooms.streams, snapshot.clone(), op, req, peer).await,
         Ok(Target::Video(op)) => video::handle(shared, &rooms.videos, snapshot.clone(), op, req, peer).await,
         Ok(Target::Tunnel) => tunnel(shared, req, peer),
         Ok(Target::Route(index)) => {
