@@ -21,6 +21,13 @@ use std::time::{Duration, Instant};
 use osprey_tests::process::{free_addr, Osprey};
 use serde_json::{json, Value};
 
+/// One test at a time: each runs x264, ffmpeg and the models at a frame
+/// rate, and two side by side on 2 cores would drop each other's frames.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub const TOKEN: &str = "stream-tests-admin-token-0123456789";
 
 pub fn client() -> reqwest::blocking::Client {
@@ -34,12 +41,12 @@ pub fn config(test: &str, ports: (u16, u16)) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(osprey_tests::unique_name(&format!("osprey-streams-{test}")));
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(repo.join("config/osprey.toml")).unwrap();
-    let (head, _) = text.split_once("[streams]").expect("the default config has [streams]");
+    let (head, _) = text.split_once("\n[streams]\n").expect("the default config has [streams]");
     let base = format!("\"{}/", repo.display());
     let head = head.replace("\"../", &base);
     let audit = dir.join("audit.sqlite");
     let text = format!(
-        "{head}[streams]\nmax_streams = 2\nmax_fps = 25\nports = [{}, {}]\nallow = [\"127.0.0.1\"]\nstall_ms = 3000\naudit = \"{}\"\n",
+        "{head}\n[streams]\nmax_streams = 2\nmax_fps = 25\nports = [{}, {}]\nallow = [\"127.0.0.1\"]\nstall_ms = 3000\naudit = \"{}\"\n",
         ports.0,
         ports.1,
         audit.display()

@@ -9,15 +9,16 @@ use super::*;
 
 #[test]
 fn a_pushed_stream_skips_still_frames_and_comes_out_as_hls() {
+    let _one = one_at_a_time();
     let (config, _) = config("push", (19360, 19364));
     let server = start(&config);
     let stream = create(&server, json!({"source": "push", "route": "/v1/detect/fast", "width": 640, "height": 360, "fps": 25}));
-    let (id, publish, hls) = (stream["id"].as_str().unwrap(), stream["publish"].as_str().unwrap(), stream["hls"].as_str().unwrap());
-    assert!(publish.starts_with("rtmp://127.0.0.1:1936"), "{publish}");
+    let (id, publish_url, hls) = (stream["id"].as_str().unwrap(), stream["publish"].as_str().unwrap(), stream["hls"].as_str().unwrap());
+    assert!(publish_url.starts_with("rtmp://127.0.0.1:1936"), "{publish_url}");
     let events = Events::follow(&server, stream["events"].as_str().unwrap());
     std::thread::sleep(Duration::from_millis(500));
     let published = Instant::now();
-    let mut source = publish(publish, 4, 2);
+    let mut source = publish(publish_url, 4, 2);
     let segments = record(&server, hls, 6, Duration::from_secs(40));
     assert!(source.wait().unwrap().success(), "the publisher failed");
     let status_path = format!("/v1/streams/{id}");
@@ -91,6 +92,7 @@ fn a_pushed_stream_skips_still_frames_and_comes_out_as_hls() {
 
 #[test]
 fn refusals_wrong_keys_hosts_not_allowed_and_pulls_from_allowed_ones() {
+    let _one = one_at_a_time();
     let (config, _) = config("refusals", (19365, 19369));
     let server = start(&config);
     // Without the admin token: 401; a route that is not one: 400.

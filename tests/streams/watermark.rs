@@ -9,6 +9,7 @@ use super::*;
 
 #[test]
 fn viewers_are_traced_from_their_clips_and_audited_through_sigkill() {
+    let _one = one_at_a_time();
     let (config, audit_file) = config("watermark", (19370, 19374));
     let mut server = start(&config);
     let stream = create(&server, json!({"source": "push", "width": 640, "height": 360, "fps": 10, "watermark": true}));
@@ -26,14 +27,18 @@ fn viewers_are_traced_from_their_clips_and_audited_through_sigkill() {
         .collect();
     let (status, _) = post(&server, &format!("/v1/streams/{id}/viewers"), json!({"id": 256}));
     assert_eq!(status, 400, "IDs have 8 bits by default");
-    let mut source = publish(stream["publish"].as_str().unwrap(), 0, 16);
+    let mut source = publish(stream["publish"].as_str().unwrap(), 0, 20);
     // Each viewer records 10 one-second segments, as a leaker would.
     let clips: Vec<(u32, Vec<u8>)> = std::thread::scope(|s| {
         let running: Vec<_> = viewers
             .iter()
             .map(|(v, hls)| {
                 let server = &server;
-                s.spawn(move || (*v, record(server, hls, 10, Duration::from_secs(60)).into_iter().flat_map(|(_, _, b)| b).collect::<Vec<u8>>()))
+                s.spawn(move || {
+                    let segments = record(server, hls, 10, Duration::from_secs(90));
+                    assert!(segments.len() >= 8, "viewer {v} recorded {} segments in 90 s: too few to trace", segments.len());
+                    (*v, segments.into_iter().flat_map(|(_, _, b)| b).collect::<Vec<u8>>())
+                })
             })
             .collect();
         running.into_iter().map(|h| h.join().unwrap()).collect()

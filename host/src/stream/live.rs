@@ -66,7 +66,7 @@ pub struct Live {
     pub state: Mutex<&'static str>,
     pub events: broadcast::Sender<Bytes>,
     pub dir: std::path::PathBuf,
-    latest: Mutex<Option<(Bytes, Instant)>>,
+    latest: Mutex<Option<Frame>>,
     arrived: Notify,
 }
 
@@ -103,8 +103,8 @@ impl Live {
     }
 
     /// Hands a frame to the loop; one that was waiting is replaced (dropped).
-    fn put(&self, jpeg: Bytes) {
-        let replaced = self.latest.lock().expect("latest frame").replace((jpeg, Instant::now())).is_some();
+    fn put(&self, frame: Frame) {
+        let replaced = self.latest.lock().expect("latest frame").replace(frame).is_some();
         if replaced {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             self.count("dropped");
@@ -112,7 +112,7 @@ impl Live {
         self.arrived.notify_one();
     }
 
-    async fn take(&self, within: Duration) -> Option<(Bytes, Instant)> {
+    async fn take(&self, within: Duration) -> Option<Frame> {
         let until = tokio::time::Instant::now() + within;
         loop {
             if let Some(f) = self.latest.lock().expect("latest frame").take() {
@@ -169,7 +169,16 @@ pub async fn supervise(live: Arc<Live>) {
                     }
                     live.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     live.count("in");
-                    live.put(jpeg);
+                    // Decoded here, beside the frame loop: the next frame's
+                    // pixels are ready while the route runs on this one.
+                    match Frame::decode(jpeg, live.spec.shape).await {
+                        Ok(frame) => live.put(frame),
+                        Err(e) => {
+                            tracing::debug!(stream = %live.id, "a frame was dropped: {e}");
+                            live.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            live.count("dropped");
+                        }
+                    }
                 }
                 Ok(Ok(None)) => break "the input ended".to_string(),
                 Ok(Err(StreamError::Refused)) => {
@@ -218,10 +227,35 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
     let mut stalled = false;
     // The chain's CPU budget: seconds it may still spend, refilled at `cpu` a second, at most one second's worth.
     let (mut budget, mut refilled) = (live.spec.cpu, Instant::now());
+    // Without watermarks a frame's pixels go out at once and the route runs
+    // beside the loop, one frame at a time: changed frames that come while it
+    // runs are `busy` (the last result reused), and frame events wait for
+    // the result in flight so they leave in order. With watermarks the marks
+    // are the pixels: the loop waits for them (and the route) on each changed frame.
+    let mut running: Option<tokio::task::JoinHandle<(String, Duration)>> = None;
+    let mut waiting: Vec<Pending> = Vec::new();
     loop {
         // Two frame times without input: the publisher stalls; the output
         // keeps its rate with the last frame, once a frame time, until input comes back.
-        let Some((jpeg, arrived)) = live.take(if stalled { interval } else { interval * 2 }).await else {
+        let wait = if stalled { interval } else { interval * 2 };
+        let taken = tokio::select! {
+            f = live.take(wait) => f,
+            done = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                running = None;
+                let (result, took) = done.unwrap_or_else(|e| (json!({"error": {"code": "internal", "message": e.to_string()}}).to_string(), Duration::ZERO));
+                budget -= took.as_secs_f64();
+                record_stage(&live, &label, took);
+                let result: Arc<str> = Arc::from(result.as_str());
+                if let Some(l) = last.as_mut() {
+                    l.result = result.clone();
+                }
+                for p in waiting.drain(..) {
+                    p.send(&live, &result);
+                }
+                continue;
+            }
+        };
+        let Some(Frame { jpeg, cells, rgb: pixels, arrived }) = taken else {
             stalled = true;
             if let Some(l) = &last {
                 for (e, rgb) in encoders.iter().zip(l.rgb.iter()) {
@@ -236,8 +270,7 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
             continue;
         };
         stalled = false;
-        let age = arrived.elapsed();
-        if age > live.spec.lag {
+        if arrived.elapsed() > live.spec.lag {
             live.stats.dropped.fetch_add(1, Ordering::Relaxed);
             live.count("dropped");
             continue;
@@ -246,32 +279,40 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
         budget = (budget + now.duration_since(refilled).as_secs_f64() * live.spec.cpu).min(live.spec.cpu);
         refilled = now;
         let segment = index / u64::from(shape.fps);
-        let frame = decide(&live, &jpeg, last.as_ref(), segment).await?;
-        let (skipped, busy) = match (&frame.cells, &last) {
-            (None, Some(_)) => (true, false),
-            _ if budget < 0.0 && last.as_ref().is_some_and(|l| l.segment == segment) => (false, true),
+        // A new segment must be marked anew (its frames carry their
+        // segment's number): the gate never skips the first frame of a
+        // segment, which also makes a fresh frame at least once a second.
+        let same_segment = last.as_ref().filter(|l| l.segment == segment);
+        let (skipped, busy) = match same_segment {
+            Some(l) if gate::same(cells.diff(&l.cells), live.spec.gate) => (true, false),
+            Some(_) if budget < 0.0 || running.is_some() => (false, true),
+            _ if running.is_some() && last.is_some() => (false, true),
             _ => (false, false),
         };
-        let (rgb, result) = if skipped || busy {
-            let l = last.as_mut().expect("a last frame when skipping");
-            let rgb = if live.spec.watermark { l.rgb.clone() } else { vec![frame.rgb.clone().expect("decoded")] };
-            (rgb, l.result.clone())
-        } else {
+        let (rgb, result): (Vec<Arc<Vec<u8>>>, Option<Arc<str>>) = if skipped || busy {
+            let l = last.as_ref().expect("a last frame when skipping");
+            let rgb = if live.spec.watermark { l.rgb.clone() } else { vec![pixels] };
+            (rgb, Some(l.result.clone()))
+        } else if live.spec.watermark {
             let started = Instant::now();
             let (result, marked) = tokio::join!(run_route(&shared, &live, jpeg.clone()), mark(&shared, &live, &jpeg, segment));
             let took = started.elapsed();
             budget -= took.as_secs_f64();
-            live.stats.stage_us.store(took.as_micros() as u64, Ordering::Relaxed);
-            crate::metrics::global().stream_stage.get_or_create(&label).observe(took.as_secs_f64());
-            live.stats.processed.fetch_add(1, Ordering::Relaxed);
-            let rgb = match marked {
-                Some(m) => m,
-                None => vec![frame.rgb.clone().expect("decoded"); usize::from(variants)],
-            };
+            record_stage(&live, &label, took);
+            let rgb = marked.unwrap_or_else(|| vec![pixels; usize::from(variants)]);
             let result: Arc<str> = Arc::from(result.as_str());
-            let cells = frame.cells.clone().or_else(|| last.as_ref().map(|l| l.cells.clone())).expect("cells of a changed frame");
             last = Some(Last { cells, rgb: rgb.clone(), segment, result: result.clone() });
-            (rgb, result)
+            (rgb, Some(result))
+        } else {
+            let (shared, live2) = (shared.clone(), live.clone());
+            running = Some(tokio::spawn(async move {
+                let started = Instant::now();
+                let result = run_route(&shared, &live2, jpeg).await;
+                (result, started.elapsed())
+            }));
+            let previous = last.as_ref().map_or_else(|| Arc::from("null"), |l| l.result.clone());
+            last = Some(Last { cells, rgb: vec![pixels.clone()], segment, result: previous });
+            (vec![pixels], None)
         };
         if skipped {
             live.stats.skipped.fetch_add(1, Ordering::Relaxed);
@@ -289,14 +330,36 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
         crate::metrics::global().stream_lag.get_or_create(&label).set(lag.as_secs_f64());
         live.stats.frames_out.fetch_add(1, Ordering::Relaxed);
         live.count("out");
-        let data = format!(
-            "{{\"index\":{index},\"time_s\":{},\"skipped\":{skipped},\"busy\":{busy},\"lag_ms\":{},\"result\":{result}}}",
-            round(index as f64 / f64::from(shape.fps)),
-            round(lag.as_secs_f64() * 1e3)
-        );
-        let _ = live.events.send(sse_raw("frame", &data));
+        let pending = Pending { index, time_s: round(index as f64 / f64::from(shape.fps)), skipped, busy, lag_ms: round(lag.as_secs_f64() * 1e3) };
+        match result {
+            Some(r) if running.is_none() => pending.send(&live, &r),
+            _ => waiting.push(pending),
+        }
         index += 1;
     }
+}
+
+/// A frame's event, waiting for the result it carries.
+struct Pending {
+    index: u64,
+    time_s: f64,
+    skipped: bool,
+    busy: bool,
+    lag_ms: f64,
+}
+
+impl Pending {
+    fn send(&self, live: &Live, result: &str) {
+        let Pending { index, time_s, skipped, busy, lag_ms } = self;
+        let data = format!("{{\"index\":{index},\"time_s\":{time_s},\"skipped\":{skipped},\"busy\":{busy},\"lag_ms\":{lag_ms},\"result\":{result}}}");
+        let _ = live.events.send(sse_raw("frame", &data));
+    }
+}
+
+fn record_stage(live: &Live, label: &StreamLabel, took: Duration) {
+    live.stats.stage_us.store(took.as_micros() as u64, Ordering::Relaxed);
+    crate::metrics::global().stream_stage.get_or_create(label).observe(took.as_secs_f64());
+    live.stats.processed.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Stops an encoder's feeding task with the frame loop.
@@ -308,40 +371,33 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// What the gate and the decoder made of a frame.
-struct Decided {
-    /// `None`: the gate found it the same as the last changed frame.
-    cells: Option<Cells>,
-    /// The frame's pixels, when they are needed: without watermarks every
-    /// frame goes out as it came; with them, only changed frames are marked.
-    rgb: Option<Arc<Vec<u8>>>,
+/// A frame read from the ingest: its JPEG (what the route gets), what the
+/// gate sees of it, its pixels (what the encoders get), when it came.
+struct Frame {
+    jpeg: Bytes,
+    cells: Cells,
+    rgb: Arc<Vec<u8>>,
+    arrived: Instant,
 }
 
-/// Runs the gate (and the full decode, when needed) off the async runtime.
-async fn decide(live: &Arc<Live>, jpeg: &Bytes, last: Option<&Last>, segment: u64) -> Result<Decided, StreamError> {
-    let (jpeg, gate, watermark) = (jpeg.clone(), live.spec.gate, live.spec.watermark);
-    // A new segment must be marked anew (its frames carry their segment's
-    // number): the gate never skips the first frame of a segment, which
-    // also makes a fresh frame at least once a second.
-    let previous = last.filter(|l| l.segment == segment).map(|l| l.cells.clone());
-    let shape = live.spec.shape;
-    tokio::task::spawn_blocking(move || {
-        let cells = Cells::of_jpeg(&jpeg).map_err(|e| StreamError::Ingest(format!("a frame does not decode: {e}")))?;
-        let same = previous.as_ref().is_some_and(|p| gate::same(cells.diff(p), gate));
-        let needs_pixels = !same || !watermark;
-        let rgb = if needs_pixels {
-            let img = crate::imaging::decode_frame(&jpeg, 1).map_err(|e| StreamError::Ingest(format!("a frame does not decode: {e}")))?;
+impl Frame {
+    /// Decodes a frame in full and at 1/8 (for the gate), off the async runtime.
+    async fn decode(jpeg: Bytes, shape: Shape) -> Result<Frame, StreamError> {
+        let arrived = Instant::now();
+        let bytes = jpeg.clone();
+        let (cells, rgb) = tokio::task::spawn_blocking(move || {
+            let broken = |e: crate::imaging::ImagingError| StreamError::Ingest(format!("a frame does not decode: {e}"));
+            let cells = Cells::of_jpeg(&bytes).map_err(broken)?;
+            let img = crate::imaging::decode_frame(&bytes, 1).map_err(broken)?;
             if (img.width, img.height) != (shape.width, shape.height) {
                 return Err(StreamError::Ingest(format!("a frame is {}x{}, not {}x{}", img.width, img.height, shape.width, shape.height)));
             }
-            Some(Arc::new(img.rgb))
-        } else {
-            None
-        };
-        Ok(Decided { cells: (!same).then_some(cells), rgb })
-    })
-    .await
-    .map_err(|e| StreamError::Ingest(format!("the gate's task failed: {e}")))?
+            Ok((cells, Arc::new(img.rgb)))
+        })
+        .await
+        .map_err(|e| StreamError::Ingest(format!("the decoding task failed: {e}")))??;
+        Ok(Frame { jpeg, cells, rgb, arrived })
+    }
 }
 
 /// The frame through the stream's route: its JSON answer, or `{"error": ...}`.
