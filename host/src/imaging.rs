@@ -19,6 +19,11 @@ use crate::nn::{Tensor, TensorData};
 mod jpeg;
 pub mod mjpeg;
 
+/// A stream's RGB frame as a JPEG for a route (libjpeg-turbo, 4:2:0).
+pub fn encode_frame(width: u32, height: u32, rgb: &[u8], quality: u8) -> Result<Vec<u8>, ImagingError> {
+    jpeg::encode(width, height, rgb, quality)
+}
+
 /// A JPEG frame of a stream decoded to RGB at 1/`denom` of its size
 /// (1, 2, 4 or 8), in the orientation stored: frames from ffmpeg carry no EXIF.
 pub fn decode_frame(bytes: &[u8], denom: u32) -> Result<Image, ImagingError> {

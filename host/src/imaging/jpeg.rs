@@ -65,6 +65,16 @@ pub fn decode_scaled(bytes: &[u8], denom: u32) -> Result<Option<RgbImage>, Imagi
     Ok(Some(rgb))
 }
 
+/// Encodes RGB8 pixels as a baseline JPEG with libjpeg-turbo (4:2:0).
+pub fn encode(width: u32, height: u32, rgb: &[u8], quality: u8) -> Result<Vec<u8>, ImagingError> {
+    let failed = |e: turbojpeg::Error| ImagingError::Corrupt(format!("cannot encode: {e}"));
+    let image = Image { pixels: rgb, width: width as usize, pitch: width as usize * 3, height: height as usize, format: PixelFormat::RGB };
+    let mut c = turbojpeg::Compressor::new().map_err(failed)?;
+    c.set_quality(i32::from(quality.clamp(1, 100))).map_err(failed)?;
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2).map_err(failed)?;
+    Ok(c.compress_to_vec(image).map_err(failed)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

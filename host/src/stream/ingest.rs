@@ -1,22 +1,18 @@
 //! A stream's input: `ffmpeg` listening for one RTMP publisher (push) or
 //! reading an allowed URL (pull), scaling and padding every frame into the
-//! stream's box at its rate, and writing JPEGs to a pipe that
-//! `imaging::mjpeg::split` cuts into frames. The process is killed when the
-//! `Ingest` is dropped.
+//! stream's box at its rate, and writing raw RGB frames to a pipe: the gate
+//! and the encoders take pixels, and only the frames the route runs on are
+//! made JPEGs (no encode and decode of every frame). The process is killed
+//! when the `Ingest` is dropped.
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::{Source, StreamError};
-use crate::imaging::mjpeg::{split, Split};
-
-/// A frame bigger than this is no JPEG ffmpeg made.
-const MAX_FRAME_BYTES: usize = 32 << 20;
 
 /// Demuxers a pulled URL may be read with: live containers only. Not `hls`
 /// or `concat`, whose playlists name further URLs that the allow-list never
@@ -34,7 +30,7 @@ pub struct Shape {
 pub struct Ingest {
     _child: Child,
     stdout: ChildStdout,
-    buf: BytesMut,
+    frame_bytes: usize,
     /// Set by the stderr reader when a publisher gave the wrong stream key.
     refused: Arc<AtomicBool>,
 }
@@ -67,7 +63,7 @@ impl Ingest {
         }
         let Shape { width: w, height: h, fps } = shape;
         let filter = format!("fps={fps},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1");
-        cmd.args(["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", &filter, "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "3", "-"]);
+        cmd.args(["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", &filter, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]);
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().map_err(|e| StreamError::tool("ffmpeg", &e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -82,34 +78,39 @@ impl Ingest {
                 if line.contains("Unexpected stream") {
                     flag.store(true, Ordering::SeqCst);
                 }
-                // The JPEG encoder's full-range note comes once per frame: not news.
-                if kept.len() < 20 && !line.contains("deprecated pixel format") && !line.contains("Last message repeated") {
+                if kept.len() < 20 && !line.contains("Last message repeated") {
                     kept.push(line);
                 }
             }
             kept
         });
-        Ok((Ingest { _child: child, stdout, buf: BytesMut::with_capacity(1 << 20), refused }, Complaints(complaints)))
+        Ok((Ingest { _child: child, stdout, frame_bytes: (w * h * 3) as usize, refused }, Complaints(complaints)))
     }
 
-    /// The next frame; `None` when the input ended (publisher gone, URL
-    /// closed) or a publisher was refused.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, StreamError> {
-        loop {
+    /// Whether ffmpeg refused a publisher (read once its stderr has ended:
+    /// it may exit before its warning was read).
+    pub fn refusal(&self) -> Arc<AtomicBool> {
+        self.refused.clone()
+    }
+
+    /// The next frame's RGB pixels; `None` when the input ended (publisher
+    /// gone, URL closed) or a publisher was refused.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, StreamError> {
+        let mut frame = vec![0u8; self.frame_bytes];
+        let mut filled = 0;
+        while filled < frame.len() {
             if self.refused.load(Ordering::SeqCst) {
                 return Err(StreamError::Refused);
             }
-            match split(&mut self.buf) {
-                Split::Frame(jpeg) => return Ok(Some(jpeg)),
-                Split::Broken(why) => return Err(StreamError::Ingest(why)),
-                Split::NeedMore if self.buf.len() > MAX_FRAME_BYTES => return Err(StreamError::Ingest("a frame of over 32 MiB".into())),
-                Split::NeedMore => {}
-            }
-            self.buf.reserve(256 << 10);
-            let n = self.stdout.read_buf(&mut self.buf).await.map_err(|e| StreamError::Ingest(format!("reading ffmpeg: {e}")))?;
+            let n = self.stdout.read(&mut frame[filled..]).await.map_err(|e| StreamError::Ingest(format!("reading ffmpeg: {e}")))?;
             if n == 0 {
                 return Ok(None);
             }
+            filled += n;
         }
+        if self.refused.load(Ordering::SeqCst) {
+            return Err(StreamError::Refused);
+        }
+        Ok(Some(frame))
     }
 }

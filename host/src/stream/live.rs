@@ -156,29 +156,24 @@ pub async fn supervise(live: Arc<Live>) {
         };
         live.set_state(if matches!(live.spec.source, Source::Push { .. }) { "waiting" } else { "connecting" });
         let mut seen = false;
-        let ended = loop {
+        let refusal = ingest.refusal();
+        let mut ended = loop {
             // Before the first frame a pushed stream waits for its publisher
             // as long as it takes; a pulled one, and any stream once live,
             // is restarted after `stall` without a frame.
             let wait = if seen || !matches!(live.spec.source, Source::Push { .. }) { live.spec.stall } else { Duration::from_secs(86_400) };
             match tokio::time::timeout(wait, ingest.next()).await {
-                Ok(Ok(Some(jpeg))) => {
+                Ok(Ok(Some(rgb))) => {
                     if !seen {
                         seen = true;
                         live.set_state("live");
                     }
                     live.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     live.count("in");
-                    // Decoded here, beside the frame loop: the next frame's
-                    // pixels are ready while the route runs on this one.
-                    match Frame::decode(jpeg, live.spec.shape).await {
-                        Ok(frame) => live.put(frame),
-                        Err(e) => {
-                            tracing::debug!(stream = %live.id, "a frame was dropped: {e}");
-                            live.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                            live.count("dropped");
-                        }
-                    }
+                    // What the gate sees of it, here beside the frame loop.
+                    let shape = live.spec.shape;
+                    let cells = Cells::of_rgb(shape.width as usize, shape.height as usize, &rgb);
+                    live.put(Frame { cells, rgb: Arc::new(rgb), arrived: Instant::now() });
                 }
                 Ok(Ok(None)) => break "the input ended".to_string(),
                 Ok(Err(StreamError::Refused)) => {
@@ -191,6 +186,11 @@ pub async fn supervise(live: Arc<Live>) {
         };
         drop(ingest);
         let said = complaints.0.await.unwrap_or_default();
+        // ffmpeg may end on a refused publisher before its warning was read.
+        if refusal.load(std::sync::atomic::Ordering::SeqCst) && !ended.contains("stream key") {
+            live.stats.refused_publishers.fetch_add(1, Ordering::Relaxed);
+            ended = "a publisher gave the wrong stream key".to_string();
+        }
         tracing::warn!(stream = %live.id, "ingest restarts: {ended}; ffmpeg said: {}", said.join(" | "));
         live.stats.restarts.fetch_add(1, Ordering::Relaxed);
         live.set_state("stalled");
@@ -255,7 +255,7 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
                 continue;
             }
         };
-        let Some(Frame { jpeg, cells, rgb: pixels, arrived }) = taken else {
+        let Some(Frame { cells, rgb: pixels, arrived }) = taken else {
             stalled = true;
             if let Some(l) = &last {
                 for (e, rgb) in encoders.iter().zip(l.rgb.iter()) {
@@ -295,6 +295,7 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
             (rgb, Some(l.result.clone()))
         } else if live.spec.watermark {
             let started = Instant::now();
+            let jpeg = jpeg_of(&pixels, shape).await?;
             let (result, marked) = tokio::join!(run_route(&shared, &live, jpeg.clone()), mark(&shared, &live, &jpeg, segment));
             let took = started.elapsed();
             budget -= took.as_secs_f64();
@@ -304,10 +305,13 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
             last = Some(Last { cells, rgb: rgb.clone(), segment, result: result.clone() });
             (rgb, Some(result))
         } else {
-            let (shared, live2) = (shared.clone(), live.clone());
+            let (shared, live2, frame) = (shared.clone(), live.clone(), pixels.clone());
             running = Some(tokio::spawn(async move {
                 let started = Instant::now();
-                let result = run_route(&shared, &live2, jpeg).await;
+                let result = match jpeg_of(&frame, shape).await {
+                    Ok(jpeg) => run_route(&shared, &live2, jpeg).await,
+                    Err(e) => json!({"error": {"code": "internal", "message": e.to_string()}}).to_string(),
+                };
                 (result, started.elapsed())
             }));
             let previous = last.as_ref().map_or_else(|| Arc::from("null"), |l| l.result.clone());
@@ -371,33 +375,23 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// A frame read from the ingest: its JPEG (what the route gets), what the
-/// gate sees of it, its pixels (what the encoders get), when it came.
+/// A frame read from the ingest: its pixels (what the encoders get), what
+/// the gate sees of it, when it came.
 struct Frame {
-    jpeg: Bytes,
     cells: Cells,
     rgb: Arc<Vec<u8>>,
     arrived: Instant,
 }
 
-impl Frame {
-    /// Decodes a frame in full and at 1/8 (for the gate), off the async runtime.
-    async fn decode(jpeg: Bytes, shape: Shape) -> Result<Frame, StreamError> {
-        let arrived = Instant::now();
-        let bytes = jpeg.clone();
-        let (cells, rgb) = tokio::task::spawn_blocking(move || {
-            let broken = |e: crate::imaging::ImagingError| StreamError::Ingest(format!("a frame does not decode: {e}"));
-            let cells = Cells::of_jpeg(&bytes).map_err(broken)?;
-            let img = crate::imaging::decode_frame(&bytes, 1).map_err(broken)?;
-            if (img.width, img.height) != (shape.width, shape.height) {
-                return Err(StreamError::Ingest(format!("a frame is {}x{}, not {}x{}", img.width, img.height, shape.width, shape.height)));
-            }
-            Ok((cells, Arc::new(img.rgb)))
-        })
+/// A changed frame as the JPEG a route takes (near-lossless: it is what the
+/// model and the watermark see), made off the async runtime.
+async fn jpeg_of(rgb: &Arc<Vec<u8>>, shape: Shape) -> Result<Bytes, StreamError> {
+    let rgb = rgb.clone();
+    tokio::task::spawn_blocking(move || crate::imaging::encode_frame(shape.width, shape.height, &rgb, 92))
         .await
-        .map_err(|e| StreamError::Ingest(format!("the decoding task failed: {e}")))??;
-        Ok(Frame { jpeg, cells, rgb, arrived })
-    }
+        .map_err(|e| StreamError::Ingest(format!("the encoding task failed: {e}")))?
+        .map(Bytes::from)
+        .map_err(|e| StreamError::Ingest(e.to_string()))
 }
 
 /// The frame through the stream's route: its JSON answer, or `{"error": ...}`.

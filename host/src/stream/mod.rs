@@ -18,7 +18,7 @@
 //! `GET /v1/streams/{id}/events` (SSE), `POST /v1/streams/trace`.
 
 mod egress;
-mod gate;
+pub mod gate;
 mod ingest;
 mod live;
 mod trace;
