@@ -53,6 +53,10 @@ pub enum VideoError {
     TooLong { seconds: f64, max: u64 },
     #[error("content type '{0}' is not accepted; send video/* bytes or multipart/form-data with a 'video' field")]
     UnsupportedMediaType(String),
+    /// A file ffmpeg recognised but may not open: a playlist or a list of
+    /// other files and URLs (hls, concat), or a container not on the allow-list.
+    #[error("the upload is a '{0}' file, which this server does not open (playlists and lists of other files or URLs are refused); send one video file: mp4, mov, matroska, webm, avi, mpegts, mpeg, flv or ogg")]
+    UnsupportedFormat(String),
     #[error("no video job '{0}' (finished jobs are kept for 10 minutes)")]
     UnknownJob(String),
     #[error("{running} video jobs are running, the most this server runs at once; retry later")]

@@ -195,6 +195,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
             VideoError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             VideoError::TooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "video_too_long"),
             VideoError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            VideoError::UnsupportedFormat(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_video_format"),
             VideoError::UnknownJob(_) => (StatusCode::NOT_FOUND, "not_found"),
             VideoError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             VideoError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "video_unavailable"),
