@@ -17,6 +17,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 use crate::nn::{Tensor, TensorData};
 
 mod jpeg;
+mod scans;
 
 /// A decoded 8-bit RGB image held by the host.
 pub struct Image {
@@ -122,6 +123,9 @@ fn decode_at(
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) && !has_jpeg_end(bytes) {
         return Err(ImagingError::Corrupt("the JPEG is truncated (no end-of-image marker)".into()));
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && scans::count(bytes, scans::MAX_SCANS + 1) > scans::MAX_SCANS {
+        return Err(ImagingError::Corrupt(format!("the JPEG has more than {} scans; encoders write at most about 20", scans::MAX_SCANS)));
     }
     let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
