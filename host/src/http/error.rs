@@ -24,6 +24,8 @@ pub enum ServeError {
     BadRequest { code: &'static str, message: String },
     #[error("the request body is larger than this route's limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error(transparent)]
+    BodyTooSlow(super::body::TooSlow),
     #[error("content type '{0}' is not accepted; send image/* bytes or multipart/form-data with an 'image' field")]
     UnsupportedMediaType(String),
     #[error("not acceptable: {0}")]

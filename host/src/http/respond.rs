@@ -186,6 +186,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
         ServeError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
         ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        ServeError::BodyTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         ServeError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         ServeError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
         ServeError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
