@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server, the real models, real photos, over HTTP.
 
+mod abuse;
 mod admission;
 mod bad_input;
 mod big_photo;
