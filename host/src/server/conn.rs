@@ -84,7 +84,7 @@ impl Drop for Admitted {
 /// the socket buffer of a new connection takes it whole, so writing it
 /// never waits. (A TLS client is only closed: it expects a handshake.)
 pub(super) const REFUSAL: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: text/plain\r\ncontent-length: 43\r\n\r\ntoo many connections open; retry in a second";
+    b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: text/plain\r\ncontent-length: 44\r\n\r\ntoo many connections open; retry in a second";
 
 /// Refusals are logged once per interval with their count: a flood of
 /// connections must not become a flood of log lines.
@@ -200,6 +200,14 @@ mod tests {
         assert_eq!(gate.admit(b).err(), Some(Refused::Full));
         drop(a1);
         assert!(gate.admit(b).is_ok());
+    }
+
+    #[test]
+    fn the_refusal_is_a_whole_http_answer() {
+        let text = std::str::from_utf8(REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length = head.lines().find_map(|l| l.strip_prefix("content-length: ")).unwrap();
+        assert_eq!(length.parse::<usize>().unwrap(), body.len());
     }
 
     // Real time, kept short: the host's tokio has no paused clock (no `test-util`).
