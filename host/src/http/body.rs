@@ -204,3 +204,53 @@ async fn from_form(content_type: &str, bytes: Bytes, fields: &[&str]) -> Result<
     }
     Ok(found.into_iter().flatten().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    type Chunks = Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>;
+
+    /// `n` chunks of `size` bytes, one every `every`.
+    fn every(n: usize, size: usize, every: Duration) -> StreamBody<Chunks> {
+        let chunks = futures_util::stream::iter(0..n).then(move |_| async move {
+            tokio::time::sleep(every).await;
+            Ok(Frame::data(Bytes::from(vec![0u8; size])))
+        });
+        StreamBody::new(Box::pin(chunks))
+    }
+
+    // Real time, kept short: the host's tokio has no paused clock (no `test-util`).
+    const PACE: BodyPace = BodyPace { timeout: Duration::from_millis(100), min_rate: 1000 };
+
+    async fn read_all(body: StreamBody<Chunks>) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Paced::new(body, PACE).collect().await?.to_bytes().len())
+    }
+
+    #[tokio::test]
+    async fn a_body_that_sends_nothing_is_cut_off_at_the_timeout() {
+        let silent: Chunks = Box::pin(futures_util::stream::pending());
+        let err = read_all(StreamBody::new(silent)).await.unwrap_err();
+        let slow = err.downcast::<TooSlow>().unwrap();
+        assert_eq!(slow.received, 0);
+        assert!(slow.elapsed >= PACE.timeout, "{:?}", slow.elapsed);
+    }
+
+    #[tokio::test]
+    async fn a_body_faster_than_the_minimum_rate_takes_as_long_as_it_needs() {
+        // 2,000 bytes a second for 0.5 s: five times the timeout, twice the rate.
+        assert_eq!(read_all(every(10, 100, Duration::from_millis(50))).await.unwrap(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_trickles_is_cut_off_soon_after_the_timeout() {
+        let err = read_all(every(100, 1, Duration::from_millis(60))).await.unwrap_err();
+        let slow = err.downcast::<TooSlow>().unwrap();
+        assert!(slow.received < 5, "{} bytes", slow.received);
+    }
+}
