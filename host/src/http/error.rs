@@ -65,4 +65,8 @@ pub enum VideoError {
     Busy { running: usize },
     #[error("video processing is unavailable: {0}")]
     Unavailable(String),
+    /// The disk that holds uploads is full: nothing the client can change,
+    /// and not worth an immediate retry of a large upload.
+    #[error("no space left to store the upload in {0}; free space there, or point TMPDIR at a larger disk")]
+    NoSpace(String),
 }

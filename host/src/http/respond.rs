@@ -200,6 +200,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
             VideoError::UnknownJob(_) => (StatusCode::NOT_FOUND, "not_found"),
             VideoError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             VideoError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "video_unavailable"),
+            VideoError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
         },
         ServeError::Upstream(u) => match u {
             UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node"),
