@@ -38,6 +38,8 @@ pub enum ServeError {
     Video(#[from] VideoError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("the server is shutting down; retry in a moment (another replica, or this one once restarted)")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -149,6 +149,8 @@ pub fn error(e: &ServeError) -> Response<Body> {
     let retry = match e {
         // A full queue drains in about one model run: a second is a fair first retry.
         ServeError::Plugin(PluginError::Overloaded(_)) | ServeError::Overloaded(_) => Some(1),
+        // Another replica, or this one restarted, takes it.
+        ServeError::ShuttingDown => Some(1),
         // A video job takes seconds to minutes: retrying at once only costs an upload.
         ServeError::Video(VideoError::Busy { .. }) => Some(5),
         // Health checks run every second or so: a node may be back by then.
@@ -190,6 +192,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
         ServeError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         ServeError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
         ServeError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+        ServeError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         ServeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         ServeError::Video(v) => match v {
             VideoError::BadVideo(_) => (StatusCode::BAD_REQUEST, "bad_video"),

@@ -6,6 +6,7 @@
 //! - `routed`: a routed request's HTTP layers (rate limit, parameters, body), then `route::answer`.
 //! - `admin`: `/admin/status` and `/admin/reload`, behind a bearer token.
 //! - `conn`: the cap on connections (all and per address), the time to a client's first bytes.
+//! - `drain`: shutting down: the backlog taken in, requests read meanwhile refused 503.
 //! - `dial`: a node's side of a tunnel (`[gateway]`): it dials out to a
 //!   gateway and serves this server's requests over the connection it opened.
 //! - `page`: the web page at `/`, compiled into the binary.
@@ -14,6 +15,7 @@
 pub mod admin;
 mod conn;
 mod dial;
+mod drain;
 pub mod page;
 pub mod render;
 pub mod routed;
@@ -32,7 +34,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::http::respond::{self, Body};
 use crate::http::{ServeError, VideoError};
@@ -48,6 +50,7 @@ use router::{Miss, Target};
 struct Rooms {
     shared: Arc<Shared>,
     videos: video::Jobs,
+    drain: drain::Drain,
 }
 
 /// Where a server listens and how it speaks there.
@@ -89,13 +92,43 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
         let _ = shared.tls.set(tls.status);
         Arc::new(tls.acceptor)
     });
-    let rooms = Arc::new(Rooms { shared, videos: video::Jobs::default() });
+    let rooms = Arc::new(Rooms { shared, videos: video::Jobs::default(), drain: drain::Drain::default() });
     let (leave, left) = tokio::sync::watch::channel(false);
     let dialer = gateway.map(|g| tokio::spawn(dial::run(g, rooms.clone(), left)));
     let graceful = GracefulShutdown::new();
     let builder = builder(&settings);
     let gate = conn::Gate::new(settings.max_connections, settings.max_connections_per_ip);
     let mut refusals = conn::RefusalLog::new(Duration::from_secs(10));
+    let mut take = |stream: TcpStream, peer: std::net::SocketAddr| {
+        let permit = match gate.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                refusals.note(why, settings.max_connections, settings.max_connections_per_ip);
+                if acceptor.is_none() {
+                    let _ = stream.try_write(conn::REFUSAL);
+                }
+                return;
+            }
+        };
+        // An HTTP/2 answer is a HEADERS frame then DATA frames, written
+        // apart: with Nagle on, the second waits for the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let (rooms, builder, watcher, acceptor) = (rooms.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
+        let first_bytes = settings.header_timeout;
+        tokio::spawn(async move {
+            match acceptor {
+                None => connection(conn::FirstBytes::new(stream, first_bytes), peer, &builder, watcher, rooms).await,
+                // The handshake gets the time a client has to send its headers.
+                Some(tls) => match tokio::time::timeout(first_bytes, tls.accept(stream)).await {
+                    Ok(Ok(Some(stream))) => connection(conn::FirstBytes::new(stream, first_bytes), peer, &builder, watcher, rooms).await,
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+            drop(permit);
+        });
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -110,45 +143,36 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
             },
             () = &mut shutdown => break,
         };
-        let permit = match gate.admit(peer.ip()) {
-            Ok(p) => p,
-            Err(why) => {
-                refusals.note(why, settings.max_connections, settings.max_connections_per_ip);
-                if acceptor.is_none() {
-                    let _ = stream.try_write(conn::REFUSAL);
-                }
-                continue;
-            }
-        };
-        // An HTTP/2 answer is a HEADERS frame then DATA frames, written
-        // apart: with Nagle on, the second waits for the peer's delayed ACK.
-        let _ = stream.set_nodelay(true);
-        let (rooms, builder, watcher, acceptor) = (rooms.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
-        tokio::spawn(async move {
-            let first_bytes = settings.header_timeout;
-            match acceptor {
-                None => connection(conn::FirstBytes::new(stream, first_bytes), peer, &builder, watcher, rooms).await,
-                // The handshake gets the time a client has to send its headers.
-                Some(tls) => match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
-                    Ok(Ok(Some(stream))) => connection(conn::FirstBytes::new(stream, first_bytes), peer, &builder, watcher, rooms).await,
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
-            }
-            drop(permit);
-        });
+        take(stream, peer);
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    rooms.drain.start();
+    // Connections the kernel completed before the signal would be reset
+    // with the listener: take them in, so their requests are answered.
+    match listener.into_std() {
+        Ok(backlog) => {
+            let _ = backlog.set_nonblocking(true);
+            for _ in 0..settings.max_connections {
+                let Ok((stream, peer)) = backlog.accept() else { break };
+                match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+                    Ok(stream) => take(stream, peer),
+                    Err(e) => tracing::debug!(%peer, "a connection of the backlog: {e}"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot take in the listen backlog: {e}"),
+    }
     // The tunnel sends GOAWAY now, beside the listener's connections.
     let _ = leave.send(true);
+    let started = Instant::now();
+    rooms.drain.settle(settings.shutdown_grace).await;
     let finished = async {
         graceful.shutdown().await;
         if let Some(d) = dialer {
             let _ = d.await;
         }
     };
-    if tokio::time::timeout(settings.shutdown_grace, finished).await.is_err() {
+    if tokio::time::timeout(settings.shutdown_grace.saturating_sub(started.elapsed()), finished).await.is_err() {
         tracing::warn!("grace period of {} ms passed with requests still running", settings.shutdown_grace.as_millis());
     }
 }
@@ -198,6 +222,10 @@ impl Drop for AbortOnDrop {
 /// One request, top to bottom.
 async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
     let started = Instant::now();
+    let (_busy, refused) = rooms.drain.enter();
+    if refused {
+        return drain::refusal(req.version());
+    }
     let shared = &rooms.shared;
     let snapshot = shared.snapshot.load_full();
     let (method, path) = (req.method().as_str().to_string(), req.uri().path().to_string());
@@ -274,6 +302,7 @@ fn log_failure(method: &str, path: &str, e: &ServeError) {
         | ServeError::Unauthorized
         | ServeError::RateLimited(_)
         | ServeError::Overloaded(_)
+        | ServeError::ShuttingDown
         | ServeError::WouldMissDeadline { .. }
         | ServeError::MethodNotAllowed(_)
         | ServeError::BadRequest { .. }
