@@ -17,6 +17,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 use crate::nn::{Tensor, TensorData};
 
 mod jpeg;
+mod scans;
 pub mod mjpeg;
 
 /// A stream's RGB frame as a JPEG for a route (libjpeg-turbo, 4:2:0).
@@ -136,6 +137,9 @@ fn decode_at(
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) && !has_jpeg_end(bytes) {
         return Err(ImagingError::Corrupt("the JPEG is truncated (no end-of-image marker)".into()));
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && scans::count(bytes, scans::MAX_SCANS + 1) > scans::MAX_SCANS {
+        return Err(ImagingError::Corrupt(format!("the JPEG has more than {} scans; encoders write at most about 20", scans::MAX_SCANS)));
     }
     let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut decoder = reader.into_decoder().map_err(corrupt)?;

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server, the real models, real photos, over HTTP.
 
+mod abuse;
 mod admission;
 mod bad_input;
 mod big_photo;
@@ -7,6 +8,7 @@ mod client;
 mod redis;
 mod detect;
 mod fuse;
+mod hostile;
 mod render;
 mod stego;
 mod sandbox;

@@ -4,6 +4,7 @@
 //! Each test builds its own folder (config, plugins, model versions) so it
 //! can change files freely, and serves it with the file watcher on.
 
+mod faults;
 mod settings;
 mod swap;
 

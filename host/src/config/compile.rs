@@ -142,6 +142,18 @@ fn server(raw: &RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> ServerSettin
     if let Some(n) = s.max_connections.as_ref().and_then(|v| ranged(v, "max_connections", 1_000_000, d)) {
         out.max_connections = n as usize;
     }
+    if let Some(n) = s.max_connections_per_ip.as_ref().and_then(|v| ranged(v, "max_connections_per_ip", 1_000_000, d)) {
+        out.max_connections_per_ip = n as usize;
+    }
+    if let Some(n) = s.max_streams.as_ref().and_then(|v| ranged(v, "max_streams", 10_000, d)) {
+        out.max_streams = n;
+    }
+    if let Some(v) = &s.body_timeout_ms {
+        out.body_pace.timeout = positive_ms(v, "body_timeout_ms", d).unwrap_or(out.body_pace.timeout);
+    }
+    if let Some(n) = s.body_min_rate.as_ref().and_then(|v| ranged(v, "body_min_rate", 1 << 30, d)) {
+        out.body_pace.min_rate = n;
+    }
     if let Some(v) = &s.max_waiting {
         out.max_waiting = *v.get_ref() as usize;
     }

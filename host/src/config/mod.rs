@@ -155,6 +155,13 @@ pub struct ServerSettings {
     pub api_key_header: Option<String>,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// One address's share of `max_connections`: a single client (a flood
+    /// of idle connections) cannot lock everyone else out.
+    pub max_connections_per_ip: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_streams: u32,
+    /// How slowly a request body may arrive before it is cut off (408).
+    pub body_pace: BodyPace,
     /// Chains running at once: bounds the decoded images and tensors held in
     /// memory under load; the cores are busy long before this many.
     pub max_inflight: usize,
@@ -166,6 +173,17 @@ pub struct ServerSettings {
     pub pool: PoolSettings,
     /// Where compiled plugins are kept between starts.
     pub compiled_cache: CompiledCache,
+}
+
+/// The time a request body may take, the rule of Apache's `mod_reqtimeout`:
+/// `timeout`, plus a second for every `min_rate` bytes received. A client
+/// sending at `min_rate` or faster is never cut off, whatever the size; one
+/// that trickles a byte a second (slowloris on the body) is, after `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    pub timeout: Duration,
+    /// Bytes a second.
+    pub min_rate: u32,
 }
 
 /// `[server] compiled_cache`: a folder of compiled plugins, so a start or
@@ -191,6 +209,9 @@ impl Default for ServerSettings {
             api_key_header: None,
             header_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_ip: 256,
+            max_streams: 100,
+            body_pace: BodyPace { timeout: Duration::from_secs(10), min_rate: 16 << 10 },
             max_inflight: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()).max(2),
             max_waiting: 64,
             shutdown_grace: Duration::from_secs(30),

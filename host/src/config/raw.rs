@@ -173,8 +173,17 @@ pub struct RawServer {
     pub api_key_header: Option<Spanned<String>>,
     /// Time a client has to send a request's headers (also the keep-alive idle limit).
     pub header_timeout_ms: Option<Spanned<u64>>,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; past it a new connection is closed at once.
     pub max_connections: Option<Spanned<u32>>,
+    /// Connections from one client address at once; past it, closed at once.
+    pub max_connections_per_ip: Option<Spanned<u32>>,
+    /// HTTP/2 streams (requests) one connection may have open at once.
+    pub max_streams: Option<Spanned<u32>>,
+    /// Time a client has to send a request body, in milliseconds, extended
+    /// by a second for every `body_min_rate` bytes it sends.
+    pub body_timeout_ms: Option<Spanned<u64>>,
+    /// The slowest upload that is never cut off, in bytes a second.
+    pub body_min_rate: Option<Spanned<u32>>,
     /// Requests running their chains at once; more wait (without a thread) for a turn.
     pub max_inflight: Option<Spanned<u32>>,
     /// Requests that may wait for a turn; more are answered 429 at once.

@@ -24,6 +24,8 @@ pub enum ServeError {
     BadRequest { code: &'static str, message: String },
     #[error("the request body is larger than this route's limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error(transparent)]
+    BodyTooSlow(super::body::TooSlow),
     #[error("content type '{0}' is not accepted; send image/* bytes or multipart/form-data with an 'image' field")]
     UnsupportedMediaType(String),
     #[error("not acceptable: {0}")]
@@ -38,6 +40,8 @@ pub enum ServeError {
     Stream(#[from] StreamError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("the server is shutting down; retry in a moment (another replica, or this one once restarted)")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -55,12 +59,20 @@ pub enum VideoError {
     TooLong { seconds: f64, max: u64 },
     #[error("content type '{0}' is not accepted; send video/* bytes or multipart/form-data with a 'video' field")]
     UnsupportedMediaType(String),
+    /// A file ffmpeg recognised but may not open: a playlist or a list of
+    /// other files and URLs (hls, concat), or a container not on the allow-list.
+    #[error("the upload is a '{0}' file, which this server does not open (playlists and lists of other files or URLs are refused); send one video file: mp4, mov, matroska, webm, avi, mpegts, mpeg, flv or ogg")]
+    UnsupportedFormat(String),
     #[error("no video job '{0}' (finished jobs are kept for 10 minutes)")]
     UnknownJob(String),
     #[error("{running} video jobs are running, the most this server runs at once; retry later")]
     Busy { running: usize },
     #[error("video processing is unavailable: {0}")]
     Unavailable(String),
+    /// The disk that holds uploads is full: nothing the client can change,
+    /// and not worth an immediate retry of a large upload.
+    #[error("no space left to store the upload in {0}; free space there, or point TMPDIR at a larger disk")]
+    NoSpace(String),
 }
 
 /// Errors of the live streams (`crate::stream`), defined here for the same reason as `VideoError`.

@@ -149,6 +149,8 @@ pub fn error(e: &ServeError) -> Response<Body> {
     let retry = match e {
         // A full queue drains in about one model run: a second is a fair first retry.
         ServeError::Plugin(PluginError::Overloaded(_)) | ServeError::Overloaded(_) => Some(1),
+        // Another replica, or this one restarted, takes it.
+        ServeError::ShuttingDown => Some(1),
         // A video job takes seconds to minutes: retrying at once only costs an upload.
         ServeError::Video(VideoError::Busy { .. }) | ServeError::Stream(StreamError::Busy { .. } | StreamError::NoPort { .. }) => Some(5),
         // Health checks run every second or so: a node may be back by then.
@@ -186,18 +188,22 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
         ServeError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
         ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        ServeError::BodyTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         ServeError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         ServeError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
         ServeError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+        ServeError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         ServeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         ServeError::Video(v) => match v {
             VideoError::BadVideo(_) => (StatusCode::BAD_REQUEST, "bad_video"),
             VideoError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             VideoError::TooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "video_too_long"),
             VideoError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            VideoError::UnsupportedFormat(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_video_format"),
             VideoError::UnknownJob(_) => (StatusCode::NOT_FOUND, "not_found"),
             VideoError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             VideoError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "video_unavailable"),
+            VideoError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
         },
         ServeError::Stream(v) => match v {
             StreamError::Off | StreamError::Unknown(_) => (StatusCode::NOT_FOUND, "not_found"),

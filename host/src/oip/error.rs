@@ -21,6 +21,8 @@ pub enum OipError {
     UnknownVersion { name: String, version: String, have: Vec<String> },
     #[error("the request body is larger than the limit of {limit} bytes (server.max_body_bytes); send tensors with the binary extension, which is ~3x smaller than JSON numbers")]
     BodyTooLarge { limit: usize },
+    #[error(transparent)]
+    BodyTooSlow(crate::http::body::TooSlow),
     #[error("{0}")]
     BadRequest(String),
     /// A tensor of the request does not fit the model: name, type, shape or data.
@@ -48,6 +50,7 @@ impl OipError {
             OipError::NoEndpoint(_) | OipError::UnknownModel(_) | OipError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             OipError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             OipError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            OipError::BodyTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             OipError::BadRequest(_) | OipError::BadInput { .. } => StatusCode::BAD_REQUEST,
             // What ONNX Runtime refuses about a tensor is the client's to fix.
             OipError::Model(NnError::InvalidTensor(_)) => StatusCode::BAD_REQUEST,

@@ -32,7 +32,7 @@ pub async fn infer(snapshot: Arc<Snapshot>, model: Arc<Model>, req: Request<Inco
     let budget = parts.headers.get(crate::upstream::DEADLINE_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_millis);
     let deadline = budget.map_or(settings.deadline, |b| b.min(settings.deadline));
     let until = Instant::now() + deadline;
-    let body = super::body::read(&parts.headers, body, settings.max_body_bytes).await?;
+    let body = super::body::read(&parts.headers, body, settings.max_body_bytes, settings.body_pace).await?;
     let task = tokio::task::spawn_blocking(move || answer(&model, body, header_length.as_deref(), until));
     // A model run cannot be interrupted: past the deadline the client gets its
     // 504 now, and the blocking task's result is dropped when it ends.

@@ -5,13 +5,17 @@
 //! - `router`: method + path → host endpoint, room or route.
 //! - `routed`: a routed request's HTTP layers (rate limit, parameters, body), then `route::answer`.
 //! - `admin`: `/admin/status` and `/admin/reload`, behind a bearer token.
+//! - `conn`: the cap on connections (all and per address), the time to a client's first bytes.
+//! - `drain`: shutting down: the backlog taken in, requests read meanwhile refused 503.
 //! - `dial`: a node's side of a tunnel (`[gateway]`): it dials out to a
 //!   gateway and serves this server's requests over the connection it opened.
 //! - `page`: the web page at `/`, compiled into the binary.
 //! - `render`: whether a client asked for the annotated image.
 
 pub mod admin;
+mod conn;
 mod dial;
+mod drain;
 pub mod page;
 pub mod render;
 pub mod routed;
@@ -30,8 +34,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::http::respond::{self, Body};
 use crate::http::{ServeError, VideoError};
@@ -48,6 +51,7 @@ struct Rooms {
     shared: Arc<Shared>,
     videos: video::Jobs,
     streams: crate::stream::Streams,
+    drain: drain::Drain,
 }
 
 /// Where a server listens and how it speaks there.
@@ -71,8 +75,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish
-/// (up to `shutdown_grace`). At most `max_connections` are served at once;
-/// further clients wait in the listen backlog. With `[gateway]`, the same
+/// (up to `shutdown_grace`). At most `max_connections` are served at once,
+/// `max_connections_per_ip` from one address; a client past either is
+/// closed at once, so that a flood costs a descriptor for microseconds and
+/// never queues well-behaved clients behind it. With `[gateway]`, the same
 /// requests are also served over a tunnel this server dials (`dial`), which
 /// it leaves cleanly on shutdown.
 pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
@@ -87,19 +93,45 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
         let _ = shared.tls.set(tls.status);
         Arc::new(tls.acceptor)
     });
-    let rooms = Arc::new(Rooms { shared, videos: video::Jobs::default(), streams: crate::stream::Streams::default() });
+    let rooms = Arc::new(Rooms { shared, videos: video::Jobs::default(), streams: crate::stream::Streams::default(), drain: drain::Drain::default() });
     let (leave, left) = tokio::sync::watch::channel(false);
     let dialer = gateway.map(|g| tokio::spawn(dial::run(g, rooms.clone(), left)));
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let builder = builder(&settings);
+    let gate = conn::Gate::new(settings.max_connections, settings.max_connections_per_ip);
+    let mut refusals = conn::RefusalLog::new(Duration::from_secs(10));
+    let mut take = |stream: TcpStream, peer: std::net::SocketAddr| {
+        let permit = match gate.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                refusals.note(why, settings.max_connections, settings.max_connections_per_ip);
+                if acceptor.is_none() {
+                    let _ = stream.try_write(conn::REFUSAL);
+                }
+                return;
+            }
+        };
+        // An HTTP/2 answer is a HEADERS frame then DATA frames, written
+        // apart: with Nagle on, the second waits for the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let (rooms, builder, watcher, acceptor) = (rooms.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
+        let first_bytes = settings.header_timeout;
+        tokio::spawn(async move {
+            match acceptor {
+                None => connection(conn::FirstBytes::new(stream, first_bytes), peer, &builder, watcher, rooms).await,
+                // The handshake gets the time a client has to send its headers.
+                Some(tls) => match tokio::time::timeout(first_bytes, tls.accept(stream)).await {
+                    Ok(Ok(Some(stream))) => connection(conn::FirstBytes::new(stream, first_bytes), peer, &builder, watcher, rooms).await,
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+            drop(permit);
+        });
+    };
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -112,36 +144,56 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>, shutdown: impl Futur
             },
             () = &mut shutdown => break,
         };
-        // An HTTP/2 answer is a HEADERS frame then DATA frames, written
-        // apart: with Nagle on, the second waits for the peer's delayed ACK.
-        let _ = stream.set_nodelay(true);
-        let (rooms, builder, watcher, acceptor) = (rooms.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
-        tokio::spawn(async move {
-            match acceptor {
-                None => connection(stream, peer, &builder, watcher, rooms).await,
-                // The handshake gets the time a client has to send its headers.
-                Some(tls) => match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
-                    Ok(Ok(Some(stream))) => connection(stream, peer, &builder, watcher, rooms).await,
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
-            }
-            drop(permit);
-        });
+        take(stream, peer);
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    rooms.drain.start();
+    // Connections the kernel completed before the signal would be reset
+    // with the listener: take them in, so their requests are answered.
+    match listener.into_std() {
+        Ok(backlog) => {
+            let _ = backlog.set_nonblocking(true);
+            for _ in 0..settings.max_connections {
+                let Ok((stream, peer)) = backlog.accept() else { break };
+                match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+                    Ok(stream) => take(stream, peer),
+                    Err(e) => tracing::debug!(%peer, "a connection of the backlog: {e}"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot take in the listen backlog: {e}"),
+    }
     // The tunnel sends GOAWAY now, beside the listener's connections.
     let _ = leave.send(true);
+    let started = Instant::now();
+    rooms.drain.settle(settings.shutdown_grace).await;
     let finished = async {
         graceful.shutdown().await;
         if let Some(d) = dialer {
             let _ = d.await;
         }
     };
-    if tokio::time::timeout(settings.shutdown_grace, finished).await.is_err() {
+    if tokio::time::timeout(settings.shutdown_grace.saturating_sub(started.elapsed()), finished).await.is_err() {
         tracing::warn!("grace period of {} ms passed with requests still running", settings.shutdown_grace.as_millis());
     }
+}
+
+/// How hyper serves a connection: the HTTP/1 header timeout, and HTTP/2's
+/// bounds on streams, including the protection against rapid reset
+/// (CVE-2023-44487: a client that opens and resets streams faster than
+/// they are served gets GOAWAY instead of unbounded work).
+fn builder(settings: &crate::config::ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_streams)
+        // Streams reset by the client before they were served: h2's own default, stated.
+        .max_pending_accept_reset_streams(20)
+        // Streams this server reset for the client's protocol errors.
+        .max_local_error_reset_streams(256);
+    builder
 }
 
 /// One client connection, plain or after its TLS handshake.
@@ -171,6 +223,10 @@ impl Drop for AbortOnDrop {
 /// One request, top to bottom.
 async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
     let started = Instant::now();
+    let (_busy, refused) = rooms.drain.enter();
+    if refused {
+        return drain::refusal(req.version());
+    }
     let shared = &rooms.shared;
     let snapshot = shared.snapshot.load_full();
     let (method, path) = (req.method().as_str().to_string(), req.uri().path().to_string());
@@ -248,10 +304,12 @@ fn log_failure(method: &str, path: &str, e: &ServeError) {
         | ServeError::Unauthorized
         | ServeError::RateLimited(_)
         | ServeError::Overloaded(_)
+        | ServeError::ShuttingDown
         | ServeError::WouldMissDeadline { .. }
         | ServeError::MethodNotAllowed(_)
         | ServeError::BadRequest { .. }
         | ServeError::BodyTooLarge { .. }
+        | ServeError::BodyTooSlow(_)
         | ServeError::NotAcceptable(_)
         | ServeError::UnsupportedMediaType(_) => tracing::debug!(method, path, "refused: {e}"),
         ServeError::Video(v) if !matches!(v, VideoError::Unavailable(_)) => tracing::debug!(method, path, "refused: {e}"),

@@ -55,11 +55,12 @@ pub async fn serve(
     };
     let budget = budget(req.headers());
     let (parts, incoming) = req.into_parts();
+    let pace = snapshot.config.server.body_pace;
     let input = if route.branches.is_empty() {
-        body::read_upload(&parts.headers, incoming, route.max_body_bytes).await.map(Input::One)
+        body::read_upload(&parts.headers, incoming, route.max_body_bytes, pace).await.map(Input::One)
     } else {
         let fields: Vec<&str> = route.branches.iter().map(|(f, _)| f.as_str()).collect();
-        body::read_parts(&parts.headers, incoming, route.max_body_bytes, &fields).await.map(Input::Parts)
+        body::read_parts(&parts.headers, incoming, route.max_body_bytes, pace, &fields).await.map(Input::Parts)
     };
     let input = match input {
         Ok(i) => i,

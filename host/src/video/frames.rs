@@ -33,8 +33,8 @@ impl Decoder {
     /// Starts ffmpeg on `path`, sampling `fps` frames a second, at most `max_frames`.
     pub fn start(path: &Path, fps: Fps, max_frames: usize) -> Result<Decoder, VideoError> {
         let mut child = Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-i"])
-            .arg(path)
+            .args(["-nostdin", "-v", "error"])
+            .args(super::probe::input_args(path))
             .args(["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", &format!("fps={fps}"), "-frames:v", &max_frames.to_string()])
             .args(["-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "3", "-"])
             .stdin(Stdio::null())

@@ -1,5 +1,7 @@
 //! `ffprobe` on an upload: is it a video, and how large, long and fast is it.
-//! Bounded in time; the process is killed if the probe is dropped.
+//! Bounded in time; the process is killed if the probe is dropped. ffprobe
+//! and ffmpeg (`frames`) open the upload under the same allow-lists
+//! (`input_args`): the upload is the only file they read, and nothing else.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -12,6 +14,28 @@ use super::VideoError;
 
 /// A pathological file must not hold a job slot for long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The demuxers ffmpeg may open an upload with: containers of one video.
+/// Playlists and lists (hls, dash, concat, image2's patterns...) name other
+/// files or URLs, which would let a client make the server read its own
+/// files (`file:/etc/...`) or fetch from its network (`http://10.0.0.1/`).
+pub const FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,ogg";
+
+/// The only protocol: the upload is a local file; nothing is fetched.
+const PROTOCOLS: &str = "file";
+
+/// The largest frame decoded, 8K UHD: a stream that claims more (a header
+/// saying 100000x100000) is refused before ffmpeg allocates for it.
+const MAX_PIXELS: u64 = 7680 * 4320;
+
+/// The input options and the input itself, for ffprobe and ffmpeg alike:
+/// the allow-lists, then `-i` and the upload named as a `file:` URL, so
+/// that no part of its path is read as another protocol.
+pub fn input_args(path: &Path) -> Vec<std::ffi::OsString> {
+    let mut url = std::ffi::OsString::from("file:");
+    url.push(path);
+    ["-protocol_whitelist", PROTOCOLS, "-format_whitelist", FORMATS, "-i"].into_iter().map(Into::into).chain([url]).collect()
+}
 
 /// What `ffprobe` found in the first video stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +78,7 @@ impl std::fmt::Display for Fps {
 pub async fn probe(path: &Path) -> Result<Probe, VideoError> {
     let child = Command::new("ffprobe")
         .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format", "-select_streams", "v:0"])
-        .arg(path)
+        .args(input_args(path))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -67,9 +91,25 @@ pub async fn probe(path: &Path) -> Result<Probe, VideoError> {
         Err(_) => return Err(VideoError::BadVideo(format!("the video could not be probed within {} s", PROBE_TIMEOUT.as_secs()))),
     };
     if !out.status.success() {
+        if let Some(format) = refused_format(&out.stderr) {
+            return Err(VideoError::UnsupportedFormat(format));
+        }
         return Err(VideoError::BadVideo(format!("not a video ffmpeg can read: {}", reason(&out.stderr, path))));
     }
-    parse(&out.stdout)
+    // ffprobe says 0x0 when the decoder refused the claimed size; its reason says why.
+    parse(&out.stdout).map_err(|e| match e {
+        VideoError::BadVideo(why) if !out.stderr.is_empty() => VideoError::BadVideo(format!("{why}: {}", reason(&out.stderr, path))),
+        e => e,
+    })
+}
+
+/// The demuxer ffmpeg found but the allow-list refused
+/// (`[hls @ 0x55d5c] Format not on whitelist '...'`).
+fn refused_format(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().find(|l| l.contains("Format not on whitelist"))?;
+    let name = line.strip_prefix('[').and_then(|l| l.split_once(" @")).map_or("unknown", |(name, _)| name);
+    Some(name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ',').take(40).collect())
 }
 
 /// ffprobe's JSON → the first video stream's facts.
@@ -81,6 +121,9 @@ fn parse(json: &[u8]) -> Result<Probe, VideoError> {
     let (width, height) = (stream["width"].as_u64().unwrap_or(0), stream["height"].as_u64().unwrap_or(0));
     if width == 0 || height == 0 || width > 1 << 16 || height > 1 << 16 {
         return Err(VideoError::BadVideo(format!("the video stream has no usable size ({width}x{height})")));
+    }
+    if width * height > MAX_PIXELS {
+        return Err(VideoError::BadVideo(format!("the video stream is {width}x{height}, more pixels a frame than the 7680x4320 this server decodes")));
     }
     // The average rate is the true one; r_frame_rate can be a timebase (90000/1) on variable-rate files.
     let rate = |key: &str| stream[key].as_str().and_then(Fps::parse).filter(|f| f.per_second() <= 1000.0);
@@ -96,7 +139,8 @@ fn parse(json: &[u8]) -> Result<Probe, VideoError> {
 /// ffprobe's complaint without the server's file path and the demuxer's
 /// address prefix (`[mov,mp4 @ 0x55d5c] moov atom not found`).
 pub fn reason(stderr: &[u8], path: &Path) -> String {
-    let text = String::from_utf8_lossy(stderr).replace(&*path.to_string_lossy(), "the upload");
+    let path = path.to_string_lossy();
+    let text = String::from_utf8_lossy(stderr).replace(&format!("file:{path}"), "the upload").replace(&*path, "the upload");
     let lines: Vec<&str> = text
         .lines()
         .map(|l| match (l.starts_with('['), l.find("] ")) {
@@ -142,6 +186,19 @@ mod tests {
     fn no_video_stream_is_a_bad_video() {
         let err = parse(br#"{"streams":[],"format":{"duration":"3.0"}}"#).unwrap_err();
         assert!(err.to_string().contains("no video stream"), "{err}");
+    }
+
+    #[test]
+    fn a_frame_over_8k_is_refused_before_decoding() {
+        let err = parse(br#"{"streams":[{"codec_type":"video","width":16000,"height":16000,"avg_frame_rate":"5/1"}],"format":{}}"#).unwrap_err();
+        assert!(err.to_string().contains("16000x16000"), "{err}");
+    }
+
+    #[test]
+    fn a_playlist_refused_by_the_allow_list_is_named() {
+        let stderr = b"[hls @ 0x56408b79d2c0] Format not on whitelist 'mov,mp4'\nfile:/tmp/x.upload: Invalid argument\n";
+        assert_eq!(refused_format(stderr).as_deref(), Some("hls"));
+        assert_eq!(refused_format(b"[mov,mp4 @ 0x1] moov atom not found\n"), None);
     }
 
     #[test]

@@ -118,6 +118,16 @@ fn bad_form(message: String) -> ServeError {
     ServeError::BadRequest { code: "bad_form", message }
 }
 
+/// A full disk (or quota) is the server's state, not a bug: 507 naming the
+/// folder, so the operator knows what to free; other errors stay 500.
 fn internal(path: &Path, e: std::io::Error) -> ServeError {
-    ServeError::Internal(format!("storing the upload at {}: {e}", path.display()))
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    match e.kind() {
+        StorageFull | QuotaExceeded => {
+            let dir = path.parent().unwrap_or(path);
+            tracing::warn!("video upload refused: {} is full ({e})", dir.display());
+            VideoError::NoSpace(dir.display().to_string()).into()
+        }
+        _ => ServeError::Internal(format!("storing the upload at {}: {e}", path.display())),
+    }
 }
