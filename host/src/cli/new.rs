@@ -298,6 +298,13 @@ mod tests {
     }
 
     #[test]
+    fn inside_this_checkout_the_sdk_is_taken_by_path_and_elsewhere_vendored() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().canonicalize().unwrap();
+        assert_eq!(checkout_sdk(&repo.join("plugins/zone")), Some(repo.join("plugins/sdk")));
+        assert_eq!(checkout_sdk(Path::new("/")), None);
+    }
+
+    #[test]
     fn a_path_relative_to_another() {
         assert_eq!(relative(Path::new("/a/b/plugins/zone"), Path::new("/a/b/plugins/sdk")), Path::new("../sdk"));
         assert_eq!(relative(Path::new("/a/b"), Path::new("/a/b/c")), Path::new("c"));
