@@ -7,6 +7,7 @@ mod client;
 mod redis;
 mod detect;
 mod fuse;
+mod policy;
 mod render;
 mod stego;
 mod sandbox;

@@ -144,7 +144,7 @@ fn chain_config(r: &Run) -> anyhow::Result<Config> {
     for name in &r.after {
         stages.push(StageDef { plugin: name.clone(), settings: settings_of(name)? });
     }
-    config.plugins.push(PluginDef { name: UNDER_TEST.into(), file: r.file.clone() });
+    config.plugins.push(PluginDef { name: UNDER_TEST.into(), file: r.file.clone(), policy: Default::default() });
     config.routes = vec![RouteDef {
         method: "POST".into(),
         path: "/plugin-run".into(),
