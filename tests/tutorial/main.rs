@@ -152,6 +152,14 @@ fn your_first_plugin_in_rust_from_plugin_new_to_an_answer() {
     assert_eq!(status, 200, "{answer}");
     assert_zone_answer(&answer, "zone");
     clock.report("Rust");
+    drop(server);
+    done(&work);
+}
+
+/// Removes a passed test's folder (its cargo target alone is ~100 MB); a
+/// failed test leaves it for a look.
+fn done(work: &Path) {
+    std::fs::remove_dir_all(work).unwrap_or_else(|e| panic!("{}: {e}", work.display()));
 }
 
 /// `cat route.toml >> ../osprey.toml`.
@@ -204,6 +212,8 @@ fn your_first_plugin_in_python_from_plugin_new_to_an_answer() {
     assert_eq!(status, 200, "{answer}");
     assert_zone_answer(&answer, "zone-py");
     clock.report("Python");
+    drop(server);
+    done(&work);
 }
 
 /// The other two kinds of each language: made, unit-tested, built and run
@@ -225,7 +235,7 @@ fn the_pre_and_report_templates_build_and_run_on_a_photo() {
         let wasm = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
         check_kind_answer(&project, kind, name, &wasm.display().to_string());
     }
-    let Some(venv) = componentize_py() else { return };
+    let Some(venv) = componentize_py() else { return done(&work) };
     for (kind, name) in [("pre", "prep-py"), ("report", "tally-py")] {
         run(&work, None, "osprey", &["plugin", "new", name, "--lang", "python", "--kind", kind]);
         let project = work.join(name);
@@ -233,6 +243,7 @@ fn the_pre_and_report_templates_build_and_run_on_a_photo() {
         build_python(&project, &venv, &module, &mut Clock::start());
         check_kind_answer(&project, kind, name, &format!("{module}.wasm"));
     }
+    done(&work);
 }
 
 /// `plugin run` with the arguments the project's README gives for its kind.
