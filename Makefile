@@ -12,7 +12,7 @@ STEP := scripts/setup-step
 PLUGINS := image-prep yolo ssd classify misbehave fusion stego render
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models crates plugins host test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload soak check
+.PHONY: serve test setup toolchain models crates plugins host componentize-py test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload soak check
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
@@ -21,7 +21,7 @@ test: setup test-deps
 	@echo "osprey-setup: test: cargo test --release --workspace --no-fail-fast (builds the tests, then runs them)"
 	$(CARGO) test --release --workspace --no-fail-fast
 
-setup: toolchain models plugins host
+setup: toolchain models plugins host componentize-py
 
 # cmake and nasm build the libjpeg-turbo that the host's scaled JPEG decode uses.
 toolchain:
@@ -77,6 +77,26 @@ host: crates
 OSPREY_CACHE ?= $(HOME)/.cache/osprey
 TEST_VENV := $(OSPREY_CACHE)/venv-test
 TEST_PINS := tritonclient[http]==2.73.0 numpy==2.2.6 onnxruntime==1.31.1 pillow==11.3.0 ensemble-boxes==1.0.9
+
+# componentize-py builds Python plugins (`osprey plugin new --lang python`;
+# tests/tutorial builds one): one 17 MB wheel with CPython inside, nothing
+# fetched at build time. Its own venv in the cache; the stamp holding the pin
+# makes it idempotent: pip runs only when the pin changes.
+COMPONENTIZE_VENV := $(OSPREY_CACHE)/venv-componentize
+COMPONENTIZE_PIN := componentize-py==0.25.1
+
+componentize-py:
+	@if [ "$$(cat $(COMPONENTIZE_VENV)/.stamp 2>/dev/null)" = "$(COMPONENTIZE_PIN)" ]; then \
+	  echo "osprey-setup: componentize-py: $(COMPONENTIZE_VENV) is up to date"; \
+	else \
+	  $(STEP) componentize-py "making the Python venv $(COMPONENTIZE_VENV) (Python plugins are built with componentize-py)" \
+	    "Debian needs the venv module: apt-get install python3-venv" \
+	    -- python3 -m venv $(COMPONENTIZE_VENV) && \
+	  $(STEP) --retry --quiet componentize-py "installing $(COMPONENTIZE_PIN) into it from PyPI" \
+	    "is https://pypi.org reachable (proxy: PIP_INDEX_URL, HTTPS_PROXY)? run '$(COMPONENTIZE_VENV)/bin/pip install $(COMPONENTIZE_PIN)' to see why" \
+	    -- $(COMPONENTIZE_VENV)/bin/pip install --disable-pip-version-check $(COMPONENTIZE_PIN) && \
+	  echo "$(COMPONENTIZE_PIN)" > $(COMPONENTIZE_VENV)/.stamp; \
+	fi
 
 test-deps: test-services browser-deps test-venv
 

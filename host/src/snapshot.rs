@@ -89,11 +89,14 @@ impl Snapshot {
         for def in &config.plugins {
             let bytes = read_plugin(&def.name, &def.file)?;
             let sha256 = hex(&Sha256::digest(&bytes));
-            let reused = previous.and_then(|p| p.plugins.iter().find(|o| o.name == def.name && o.path == def.file && o.sha256 == sha256));
+            // A changed policy makes a new Plugin (compiled again, or read from the
+            // compiled cache): the old snapshot keeps the old one for its requests.
+            let reused = previous.and_then(|p| p.plugins.iter().find(|o| o.name == def.name && o.path == def.file && o.sha256 == sha256 && o.policy == def.policy));
             let plugin = match reused {
                 Some(p) => p.clone(),
                 None => {
-                    let p = Arc::new(engine.compile_bytes(&def.name, &def.file, &bytes)?);
+                    let p = engine.compile_bytes(&def.name, &def.file, &bytes)?;
+                    let p = Arc::new(crate::plugin::Plugin { policy: def.policy.clone(), ..p });
                     tracing::info!(plugin = def.name, sha256 = p.sha256, "plugin compiled from {}", def.file.display());
                     p
                 }

@@ -9,6 +9,7 @@ mod redis;
 mod detect;
 mod fuse;
 mod hostile;
+mod policy;
 mod render;
 mod stego;
 mod sandbox;

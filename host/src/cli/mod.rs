@@ -1,5 +1,6 @@
 //! The command line: `osprey serve [--config PATH] [--listen ADDR]`,
-//! `osprey check`, `osprey plugin check|run` (for plugin authors, `plugin`),
+//! `osprey check`, `osprey plugin new|check|run` (for plugin authors, `plugin`
+//! and `new`),
 //! and `osprey client ...` (a client of a running server).
 
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+pub mod new;
 pub mod plugin;
 
 #[derive(Debug, Parser)]

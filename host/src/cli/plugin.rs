@@ -1,6 +1,6 @@
-//! `osprey plugin ...`: tools for plugin authors. `check` measures a
-//! component against the world this host runs; `run` runs it in a chain on
-//! a photo, in this process, without a server.
+//! `osprey plugin ...`: tools for plugin authors. `new` makes a project
+//! (`cli::new`); `check` measures a component against the world this host
+//! runs; `run` runs it in a chain on a photo, in this process, without a server.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +12,21 @@ use crate::config::{Config, PluginDef, RouteDef, StageDef};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Makes a plugin project that builds as it is: the stage, a unit test,
+    /// a README with the build commands, a route to paste into a config, and
+    /// this host's WIT (and, for Rust, its SDK), so it matches this host.
+    New {
+        /// The plugin's name: lowercase letters, digits and '-'.
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: super::new::Lang,
+        /// pre: upload to model input; post: filters detections; report: adds a field to the answer.
+        #[arg(long, value_enum, default_value = "post")]
+        kind: super::new::Kind,
+        /// The project's folder (default: ./NAME); it must be missing or empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Does a component fit the world this host runs? Exports, imports and
     /// WIT version, with its size, compile time and sandbox cost; exits
     /// non-zero, saying why and what to do, when it does not fit.
@@ -49,6 +64,7 @@ pub enum PluginCommand {
 
 pub fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
+        PluginCommand::New { name, lang, kind, dir } => super::new::new(&super::new::New { name, lang, kind, dir }),
         PluginCommand::Check { file } => plugin_check(&file),
         PluginCommand::Run { file, image, before, after, settings, config, out } => {
             plugin_run(&Run { file, image, before, after, settings, config, out })
@@ -128,7 +144,7 @@ fn chain_config(r: &Run) -> anyhow::Result<Config> {
     for name in &r.after {
         stages.push(StageDef { plugin: name.clone(), settings: settings_of(name)? });
     }
-    config.plugins.push(PluginDef { name: UNDER_TEST.into(), file: r.file.clone() });
+    config.plugins.push(PluginDef { name: UNDER_TEST.into(), file: r.file.clone(), policy: Default::default() });
     config.routes = vec![RouteDef {
         method: "POST".into(),
         path: "/plugin-run".into(),

@@ -9,8 +9,8 @@ use toml::Spanned;
 
 use super::check::{positive, positive_ms, ranged, valid_name};
 use super::diag::Diagnostics;
-use super::raw::{RawStage, RawConfig, RawModel, RawRoute};
-use super::{AdminSettings, CompiledCache, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, RouteDef, ServerSettings, StageDef, VideoSettings};
+use super::raw::{RawConfig, RawModel, RawPlugin, RawRoute, RawStage};
+use super::{AdminSettings, CompiledCache, Config, InputSpec, ModelDef, ModelSource, ParamDef, PluginDef, PluginPolicy, RouteDef, ServerSettings, StageDef, VideoSettings};
 use crate::nn::{Batching, ElemType, LoadSpec, Target, Threads};
 
 /// Sessions per model when the config does not say: the least memory. A
@@ -26,15 +26,7 @@ const RESERVED: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/v1/tunnel"];
 pub fn compile(raw: RawConfig, base: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
     let server = server(&raw, base, d);
     let models: Vec<ModelDef> = raw.models.iter().filter_map(|(n, m)| model(n, m, &raw, base, d)).collect();
-    let plugins: Vec<PluginDef> = raw
-        .plugins
-        .iter()
-        .filter_map(|(n, p)| {
-            let ok = valid_name(n, "plugin", d);
-            let file = d.existing(base, &p.file, "plugin", "run `make plugins` to build the plugins");
-            Some(PluginDef { name: n.get_ref().clone(), file: file? }).filter(|_| ok)
-        })
-        .collect();
+    let plugins: Vec<PluginDef> = raw.plugins.iter().filter_map(|(n, p)| plugin(n, p, &raw, &server, base, d)).collect();
     let cache_ttl = raw.cache.ttl_s.as_ref().map_or(Duration::from_secs(600), |v| Duration::from_secs(*v.get_ref()));
     let mut routes = Vec::new();
     for r in &raw.routes {
@@ -390,6 +382,40 @@ fn route(r: &RawRoute, raw: &RawConfig, server: &ServerSettings, cache_ttl: Dura
         .filter(|_| ok && limit_ok)
 }
 
+/// A plugin: its file, and its policy checked against the server's limits
+/// and the config's models.
+fn plugin(n: &Spanned<String>, p: &RawPlugin, raw: &RawConfig, server: &ServerSettings, base: &Path, d: &mut Diagnostics<'_>) -> Option<PluginDef> {
+    let (before, name) = (d.list.len(), n.get_ref());
+    valid_name(n, "plugin", d);
+    let file = d.existing(base, &p.file, "plugin", "run `make plugins` to build the plugins");
+    for m in p.models.iter().flatten() {
+        if !raw.models.keys().any(|k| k.get_ref() == m.get_ref()) {
+            let known = raw.models.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+            d.error(m.span(), format!("plugin '{name}' may load model '{}', which is not in [models]", m.get_ref()), Some(format!("defined models: {known}")));
+        }
+    }
+    let server_mib = server.plugin_memory_bytes >> 20;
+    let memory_bytes = p.memory_mib.as_ref().and_then(|v| {
+        let mib = *v.get_ref() as usize;
+        if mib > server_mib {
+            let hint = "a plugin's cap can only narrow the server's: raise [server] plugin_memory_mib too";
+            d.error(v.span(), format!("memory_mib = {mib} of plugin '{name}' is above [server] plugin_memory_mib = {server_mib}"), Some(hint.into()));
+            return None;
+        }
+        ranged(v, &format!("memory_mib of plugin '{name}'"), server_mib as u32, d).map(|mib| (mib as usize) << 20)
+    });
+    let deadline = p.deadline_ms.as_ref().and_then(|v| positive_ms(v, &format!("deadline_ms of plugin '{name}'"), d));
+    let models = p.models.as_ref().map(|list| list.iter().map(|m| m.get_ref().clone()).collect());
+    let policy = PluginPolicy { models, memory_bytes, deadline };
+    let ok = d.list.len() == before;
+    file.filter(|_| ok).map(|file| PluginDef { name: name.clone(), file, policy })
+}
+
+/// The models plugin `name`'s policy lets it load, when it has a list.
+fn allowed_models<'a>(raw: &'a RawConfig, name: &str) -> Option<&'a Vec<Spanned<String>>> {
+    raw.plugins.iter().find(|(k, _)| k.get_ref() == name).and_then(|(_, p)| p.models.as_ref())
+}
+
 /// One stage: its plugin must be defined, and the model it names too.
 fn stage(s: &RawStage, what: &str, raw: &RawConfig, d: &mut Diagnostics<'_>) -> Option<StageDef> {
     let plugin = s.plugin.get_ref();
@@ -405,6 +431,11 @@ fn stage(s: &RawStage, what: &str, raw: &RawConfig, d: &mut Diagnostics<'_>) -> 
         if !raw.models.keys().any(|k| k.get_ref() == base_name) {
             let known = raw.models.keys().map(|k| k.get_ref().as_str()).collect::<Vec<_>>().join(", ");
             d.error(s.settings.span(), format!("{what} names model '{m}', which is not in [models]"), Some(format!("defined models: {known}")));
+            ok = false;
+        } else if let Some(allowed) = allowed_models(raw, plugin).filter(|a| !a.iter().any(|a| a.get_ref() == base_name)) {
+            // The plugin's policy would refuse it at every request: say so now.
+            let list = allowed.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>().join(", ");
+            d.error(s.settings.span(), format!("{what} names model '{m}', which plugin '{plugin}' may not load"), Some(format!("[plugins.{plugin}] models = [{list}]: add it there, or pick one of those")));
             ok = false;
         }
     }

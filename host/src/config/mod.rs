@@ -256,6 +256,20 @@ pub struct InputSpec {
 pub struct PluginDef {
     pub name: String,
     pub file: PathBuf,
+    pub policy: PluginPolicy,
+}
+
+/// What one plugin may do, within what the server allows every plugin
+/// (`[plugins.NAME] models, memory_mib, deadline_ms`): an operator running a
+/// third party's plugin narrows it to the models and budget it needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginPolicy {
+    /// Models it may load by name; `None`: every model of the config.
+    pub models: Option<Vec<String>>,
+    /// Its linear memory cap; `None`: `[server] plugin_memory_mib`.
+    pub memory_bytes: Option<usize>,
+    /// The longest one call of it may take; `None`: the route's deadline only.
+    pub deadline: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

@@ -246,6 +246,12 @@ pub struct RawInput {
 #[serde(deny_unknown_fields)]
 pub struct RawPlugin {
     pub file: Spanned<String>,
+    /// The models it may load by name; unset: every model of the config.
+    pub models: Option<Vec<Spanned<String>>>,
+    /// Its own linear memory cap, at most `[server] plugin_memory_mib`.
+    pub memory_mib: Option<Spanned<u32>>,
+    /// The longest one call of it may take, within the route's deadline.
+    pub deadline_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

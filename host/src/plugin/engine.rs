@@ -44,6 +44,9 @@ pub struct Plugin {
     pub path: std::path::PathBuf,
     pub sha256: String,
     pub loaded_at: std::time::SystemTime,
+    /// What its `[plugins.NAME]` lets it do (models, memory, deadline); the
+    /// sandbox applies it around each call.
+    pub policy: crate::config::PluginPolicy,
     pub(crate) pre: PluginPre<StoreData>,
 }
 
@@ -116,7 +119,7 @@ impl Engine {
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("does not fit the osprey:plugin world: {e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| fail(format!("does not export osprey:plugin/stage: {e:#}")))?;
-        Ok(Plugin { name: name.to_string(), path: path.to_path_buf(), sha256, loaded_at: std::time::SystemTime::now(), pre })
+        Ok(Plugin { name: name.to_string(), path: path.to_path_buf(), sha256, loaded_at: std::time::SystemTime::now(), policy: Default::default(), pre })
     }
 }
 

@@ -49,8 +49,8 @@ pub enum PluginError {
     Stage { plugin: String, kind: StageErrorKind, message: String },
     #[error("plugin '{plugin}' trapped: {why}")]
     Trap { plugin: String, why: String },
-    #[error("plugin '{plugin}' ran past the route's deadline")]
-    Deadline { plugin: String },
+    #[error("plugin '{plugin}' ran past {}", which_deadline(.plugin, .own_ms))]
+    Deadline { plugin: String, own_ms: Option<u64> },
     #[error("{0}")]
     Overloaded(String),
     /// A remote model's pool had no node to run it.
@@ -73,5 +73,13 @@ impl From<&ImagingError> for StageErrorKind {
             ImagingError::Corrupt(_) => StageErrorKind::BadImage,
             ImagingError::BadSpec(_) => StageErrorKind::BadSettings,
         }
+    }
+}
+
+/// Which deadline a stage ran past: its plugin's own (`own_ms`) or the route's.
+fn which_deadline(plugin: &str, own_ms: &Option<u64>) -> String {
+    match own_ms {
+        Some(ms) => format!("its own deadline of {ms} ms ([plugins.{plugin}] deadline_ms)"),
+        None => "the route's deadline".into(),
     }
 }

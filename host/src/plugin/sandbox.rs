@@ -94,7 +94,9 @@ impl Sandbox<'_> {
         let mut times = Vec::with_capacity(stages.len());
         for stage in stages {
             let began = Instant::now();
-            frame = run_stage(&mut store, stage, frame, deadline)?;
+            let until = stage_deadline(stage.plugin, deadline);
+            apply_policy(&mut store, stage.plugin, self.engine.limits.memory_bytes, until.at);
+            frame = run_stage(&mut store, stage, frame, until)?;
             times.push((stage.plugin.name.clone(), began.elapsed()));
             last = &stage.plugin.name;
         }
@@ -132,11 +134,37 @@ fn read_report(plugin: &str, fields: Vec<(String, String)>) -> Result<Vec<(Strin
         .collect()
 }
 
-fn run_stage(store: &mut Store<StoreData>, stage: &StageCall<'_>, frame: Frame, deadline: Instant) -> Result<Frame, PluginError> {
+/// The stage's end: the route's deadline, or sooner when its plugin has a
+/// `deadline_ms` of its own (`own_ms` says which, for the error).
+#[derive(Clone, Copy)]
+struct StageDeadline {
+    at: Instant,
+    own_ms: Option<u64>,
+}
+
+fn stage_deadline(plugin: &Plugin, route: Instant) -> StageDeadline {
+    match plugin.policy.deadline.map(|d| (Instant::now() + d, d)) {
+        Some((own, d)) if own < route => StageDeadline { at: own, own_ms: Some(d.as_millis() as u64) },
+        _ => StageDeadline { at: route, own_ms: None },
+    }
+}
+
+/// The stage's plugin's policy, for the store while it runs: its memory cap,
+/// the models it may load, and its deadline for the model queue.
+fn apply_policy(store: &mut Store<StoreData>, plugin: &Plugin, server_memory: usize, until: Instant) {
+    let data = store.data_mut();
+    data.memory.limit = plugin.policy.memory_bytes.unwrap_or(server_memory);
+    data.nn.allowed = plugin.policy.models.clone().map(|models| (plugin.name.clone(), models));
+    data.nn.deadline = Some(until);
+}
+
+fn run_stage(store: &mut Store<StoreData>, stage: &StageCall<'_>, frame: Frame, deadline: StageDeadline) -> Result<Frame, PluginError> {
     let plugin = &stage.plugin.name;
+    let past = || PluginError::Deadline { plugin: plugin.clone(), own_ms: deadline.own_ms };
+    let (own_ms, deadline) = (deadline.own_ms, deadline.at);
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(PluginError::Deadline { plugin: plugin.clone() });
+        return Err(past());
     }
     store.set_epoch_deadline((left.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1);
     store.data_mut().host.plugin = plugin.clone();
@@ -148,7 +176,7 @@ fn run_stage(store: &mut Store<StoreData>, stage: &StageCall<'_>, frame: Frame, 
     // A model that refused for load decides the answer, whatever the plugin made of it.
     if let (Err(_) | Ok(Err(_)), Some(refused)) = (&result, store.data_mut().nn.refused.take()) {
         return Err(match refused {
-            crate::nn::NnError::Deadline { .. } => PluginError::Deadline { plugin: plugin.clone() },
+            crate::nn::NnError::Deadline { .. } => past(),
             e @ crate::nn::NnError::Unavailable { .. } => PluginError::ModelUnavailable(e.to_string()),
             e @ crate::nn::NnError::RemoteFailed { .. } => PluginError::RemoteFailed(e.to_string()),
             other => PluginError::Overloaded(other.to_string()),
@@ -157,14 +185,14 @@ fn run_stage(store: &mut Store<StoreData>, stage: &StageCall<'_>, frame: Frame, 
     match result {
         Ok(Ok(next)) => Ok(next),
         Ok(Err(e)) => Err(PluginError::Stage { plugin: plugin.clone(), kind: kind_of(e.kind), message: e.message }),
-        Err(trap) => Err(classify_trap(store, plugin, trap)),
+        Err(trap) => Err(classify_trap(store, plugin, own_ms, trap)),
     }
 }
 
-fn classify_trap(store: &Store<StoreData>, plugin: &str, trap: wasmtime::Error) -> PluginError {
+fn classify_trap(store: &Store<StoreData>, plugin: &str, own_ms: Option<u64>, trap: wasmtime::Error) -> PluginError {
     let data = store.data();
     if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-        return PluginError::Deadline { plugin: plugin.into() };
+        return PluginError::Deadline { plugin: plugin.into(), own_ms };
     }
     if data.memory.hit {
         return PluginError::OutOfMemory { plugin: plugin.into(), limit_mib: (data.memory.limit >> 20) as u64 };

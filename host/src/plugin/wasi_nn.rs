@@ -40,11 +40,14 @@ pub struct NnCtx {
     /// the queue) or a remote model's server could not run it: the host
     /// answers 429/504/503/502 whatever the plugin made of it.
     pub refused: Option<NnError>,
+    /// The running stage's plugin and the models its policy lets it load by
+    /// name; `None`: any model of the snapshot.
+    pub allowed: Option<(String, Vec<String>)>,
 }
 
 impl NnCtx {
     pub fn new(registry: Arc<Registry>, deadline: Option<Instant>) -> Self {
-        NnCtx { registry, inference: Duration::ZERO, last_model: None, deadline, refused: None }
+        NnCtx { registry, inference: Duration::ZERO, last_model: None, deadline, refused: None, allowed: None }
     }
 }
 
@@ -80,6 +83,12 @@ impl graph::Host for NnView<'_> {
     }
 
     fn load_by_name(&mut self, name: String) -> Fallible<Resource<Graph>> {
+        // `name@N` pins a version of `name`: the policy names models, not versions.
+        let base = name.split_once('@').map_or(name.as_str(), |(n, _)| n);
+        if let Some((plugin, models)) = self.ctx.allowed.as_ref().filter(|(_, models)| !models.iter().any(|m| m == base)) {
+            let msg = format!("plugin '{plugin}' may not load model '{name}': [plugins.{plugin}] models = [{}]", models.join(", "));
+            return self.fail(errors::ErrorCode::Security, msg);
+        }
         match self.ctx.registry.get(&name) {
             Some(model) => Ok(Ok(self.table.push(Graph(model.clone()))?)),
             None => self.fail(errors::ErrorCode::NotFound, NnError::NotFound(name).to_string()),
@@ -212,5 +221,36 @@ pub fn type_of(ty: ElemType) -> tensor::TensorType {
         ElemType::U8 => T::U8,
         ElemType::I32 => T::I32,
         ElemType::I64 => T::I64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use graph::Host as _;
+
+    /// What the guest reads from a refused `load-by-name`: the code and message.
+    fn load(allowed: Option<(&str, &[&str])>, name: &str) -> (errors::ErrorCode, String) {
+        let mut ctx = NnCtx::new(Arc::new(Registry::default()), None);
+        ctx.allowed = allowed.map(|(p, models)| (p.to_string(), models.iter().map(|m| m.to_string()).collect()));
+        let mut table = ResourceTable::new();
+        let mut view = NnView { ctx: &mut ctx, table: &mut table };
+        let err = view.load_by_name(name.into()).unwrap().err().expect("the registry is empty: every load fails");
+        let e = table.get(&err).unwrap();
+        (e.code, e.message.clone())
+    }
+
+    #[test]
+    fn a_plugin_may_load_only_the_models_its_policy_names() {
+        let policy = Some(("zone", &["yolov5s"][..]));
+        let (code, message) = load(policy, "ssd_mobilenet_v2");
+        assert_eq!(code, errors::ErrorCode::Security);
+        assert_eq!(message, "plugin 'zone' may not load model 'ssd_mobilenet_v2': [plugins.zone] models = [yolov5s]");
+        // Allowed names (and pinned versions of them) pass the policy and reach
+        // the registry, which has no such model here: not-found, not security.
+        for allowed in ["yolov5s", "yolov5s@2"] {
+            assert_eq!(load(policy, allowed).0, errors::ErrorCode::NotFound, "{allowed}");
+        }
+        assert_eq!(load(None, "ssd_mobilenet_v2").0, errors::ErrorCode::NotFound, "no policy: any model");
     }
 }

@@ -10,6 +10,7 @@
 //! - [`geometry`]: `iou`, class-aware `nms`, `unplace` back to source pixels;
 //! - [`nn`]: run a model through wasi-nn, read its outputs as `f32`/`u8`;
 //! - [`labels`]: class names from the host's label files;
+//! - [`testing`]: frames for a plugin's native unit tests (`FrameBuilder`);
 //! - [`take_image`]: the image a stage works on, kept by an earlier stage or
 //!   decoded from the upload.
 //!
@@ -37,6 +38,7 @@ pub mod geometry;
 pub mod labels;
 pub mod nn;
 pub mod settings;
+pub mod testing;
 
 /// The raw bindings of the world, for what the re-exports below leave out.
 #[doc(hidden)]
