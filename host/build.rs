@@ -24,11 +24,16 @@ fn cache_dir() -> PathBuf {
     home.join(".cache").join("osprey")
 }
 
-/// `path`, or the nearest folder above it that exists: a folder's time
-/// changes when a file is added to it, so watching it picks up a later
-/// `make setup` without rerunning this script on every build meanwhile.
-fn watched(path: &Path) -> &Path {
-    path.ancestors().find(|p| p.exists()).unwrap_or(path)
+/// What to watch for a later `make setup`: the file; without it its folder
+/// (setup adding the file changes the folder); without that the missing
+/// file, which makes cargo run this script on every build until setup has
+/// run. Never a folder further up: cargo scans a watched folder whole, and
+/// the cache holds gigabytes that change for other reasons.
+fn watched(file: &Path) -> &Path {
+    match file.parent() {
+        Some(dir) if !file.exists() && dir.is_dir() => dir,
+        _ => file,
+    }
 }
 
 fn main() {

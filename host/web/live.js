@@ -54,6 +54,12 @@ const authorised = (headers = {}) => ({ ...headers, authorization: `Bearer ${tok
 async function start() {
   showError('live', '');
   if (!token()) return showError('live', 'Starting a stream needs the admin token (the server\'s [admin] token or OSPREY_ADMIN_TOKEN).');
+  // No stream for a page that could not play it.
+  try {
+    await loadHls();
+  } catch (e) {
+    return showError('live', e.message);
+  }
   close();
   setState('live', 'starting');
   const body = { source: 'push', route: route(), ...SHAPE };
