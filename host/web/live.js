@@ -85,7 +85,12 @@ async function start() {
 function openTyped() {
   showError('live', '');
   const typed = $('#live-url').value.trim();
-  const url = new URL(/^[0-9a-f]+$/i.test(typed) ? `/v1/streams/${typed}/index.m3u8` : typed, window.location.href);
+  let url;
+  try {
+    url = new URL(/^[0-9a-f]+$/i.test(typed) ? `/v1/streams/${typed}/index.m3u8` : typed, window.location.href);
+  } catch {
+    url = new URL('/', window.location.href);
+  }
   const id = (url.pathname.match(/^\/v1\/streams\/([0-9a-f]+)(\/|$)/i) || [])[1];
   if (!id) return showError('live', `"${typed}" is no stream: give its HLS URL (/v1/streams/ID/index.m3u8) or its ID.`);
   if (!url.pathname.endsWith('/index.m3u8')) url.pathname = `/v1/streams/${id}/index.m3u8`;
@@ -140,17 +145,24 @@ async function play(stream) {
   follow(current);
   // Before its first segment a stream's playlist is empty, which hls.js
   // takes for an error: wait for one (a publisher may take minutes to come).
-  while (mine === session && !(await hasSegment(stream.playlist))) await new Promise((r) => setTimeout(r, 1000));
+  let playlist;
+  while (mine === session && (playlist = await segments(stream.playlist)) === 'none') await new Promise((r) => setTimeout(r, 1000));
   if (mine !== session) return;
+  if (playlist !== 'some') {
+    close();
+    return showError('live', `The playlist ${stream.playlist} answers ${playlist} (a stream that ended, or a watermarked one opened without its ?viewer= token).`);
+  }
   attach(Hls, current, mine);
 }
 
-async function hasSegment(playlist) {
+/** Whether a playlist lists a segment yet: 'some', 'none', or the refusal ('HTTP 404'). */
+async function segments(playlist) {
   try {
     const resp = await fetch(playlist, { cache: 'no-store' });
-    return resp.ok && /\.ts(\?|$)/m.test(await resp.text());
+    if (resp.status >= 400 && resp.status < 500) return `HTTP ${resp.status}`;
+    return resp.ok && /\.ts(\?|$)/m.test(await resp.text()) ? 'some' : 'none';
   } catch {
-    return false;
+    return 'none';
   }
 }
 
