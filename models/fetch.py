@@ -20,6 +20,7 @@ kept under $OSPREY_CACHE (default ~/.cache/osprey):
     models/<name>/model.onnx, labels.txt        converted models
     images/                                     test photos + coco.names, and the 12 MP
                                                 photos made from them (venv-images: Pillow)
+    web/                                        files the page embeds (hls.js; host/build.rs)
 
 Each of those directories carries a stamp (the manifest entry it was built
 from and the SHA-256 of every output), so a second run only re-hashes the
@@ -377,6 +378,24 @@ def ensure_images(cache: Path, m: dict) -> None:
     write_stamp(dest, images_key(m), names)
 
 
+def web_key(m: dict) -> str:
+    pkgs = sorted({f["package"] for f in m["web"]["files"]})
+    return config_key(m["web"], [m["packages"][p] for p in pkgs])
+
+
+def ensure_web(cache: Path, m: dict) -> None:
+    """The page's third-party files, which host/build.rs compiles in."""
+    dest = cache / "web"
+    if stamp_ok(dest, web_key(m)):
+        return
+    log("extracting the page's files (hls.js)")
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in m["web"]["files"]:
+        archive = fetch_package(cache, m, item["package"])
+        (dest / item["name"]).write_bytes(read_member(archive, item["member"]))
+    write_stamp(dest, web_key(m), [item["name"] for item in m["web"]["files"]])
+
+
 def make_photos(cache: Path, photos: dict, dest: Path) -> list[str]:
     """The 12 MP photos of [images.photos], made with Pillow in its own venv."""
     vdir = cache / "venv-images"
@@ -544,6 +563,8 @@ def missing_parts(cache: Path, m: dict, with_venv: bool) -> list[str]:
         missing.append("onnxruntime library")
     if not stamp_ok(cache / "images", images_key(m)):
         missing.append("test images")
+    if not stamp_ok(cache / "web", web_key(m)):
+        missing.append("the page's files (hls.js)")
     if with_venv and not stamp_ok(cache / "venv", venv_key(m)):
         missing.append("conversion venv")
     missing += [f"model {n}" for n in m["models"] if not stamp_ok(cache / "models" / n, model_key(m, n))]
@@ -557,6 +578,7 @@ def setup(cache: Path, m: dict, with_venv: bool) -> None:
     with cache_lock(cache):
         ensure_onnxruntime(cache, m)
         ensure_images(cache, m)
+        ensure_web(cache, m)
         todo = [n for n in m["models"] if not stamp_ok(cache / "models" / n, model_key(m, n))]
         # The venv is only needed to convert (and for verify.py): once the
         # models exist it may be deleted to save 1.4 GB.

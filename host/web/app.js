@@ -1,12 +1,13 @@
-// The page's entry: tabs (photo, video, camera; the URL's #hash picks one),
-// the settings bar shared by the three views, and the server's readiness.
+// The page's entry: tabs (photo, video, camera, live; the URL's #hash picks
+// one), the settings bar shared by the views, and the server's readiness.
 
 import { $ } from './common.js';
 import * as photo from './photo.js';
 import * as video from './video.js';
 import * as camera from './camera.js';
+import * as live from './live.js';
 
-const TABS = ['photo', 'video', 'camera'];
+const TABS = ['photo', 'video', 'camera', 'live'];
 
 function showTab(name) {
   if (!TABS.includes(name)) name = 'photo';
@@ -18,6 +19,7 @@ function showTab(name) {
   if (name !== 'camera') camera.stopCamera();
   photo.draw();
   camera.draw();
+  live.draw();
 }
 
 /** Labels and size change every view's drawing. */
@@ -29,7 +31,7 @@ function settings() {
   };
   size.addEventListener('input', applySize);
   applySize();
-  $('#labels').addEventListener('change', () => { photo.draw(); camera.draw(); });
+  $('#labels').addEventListener('change', () => { photo.draw(); camera.draw(); live.draw(); });
   $('#route').addEventListener('change', () => { $('#conf').disabled = $('#route').value === '/v1/classify'; });
   $('#settings').addEventListener('submit', (e) => e.preventDefault());
 }
@@ -55,6 +57,7 @@ settings();
 photo.init();
 video.init();
 camera.init();
+live.init();
 showTab(window.location.hash.slice(1));
 readiness();
 window.osprey.ready = true;

@@ -1,4 +1,4 @@
-// What the photo, video and camera views share: the settings bar, requests to
+// What the photo, video, camera and live views share: the settings bar, requests to
 // the routes, error text, and `window.osprey`, the state the browser tests read
 // (counters of what was sent, received and drawn).
 
@@ -9,6 +9,7 @@ export const osprey = {
   photo: { state: 'idle', requests: 0, boxes: 0, labels: 0, draws: 0 },
   video: { state: 'idle', uploadPercent: 0, frames: 0, received: 0, fps: 0, boxes: 0, labels: 0, draws: 0, drawnIndex: -1, savePercent: 0 },
   camera: { state: 'off', sent: 0, received: 0, errors: 0, fps: 0, boxes: 0, labels: 0, draws: 0 },
+  live: { state: 'off', id: null, events: 0, newestIndex: -1, stats: null, fpsIn: 0, fpsOut: 0, boxes: 0, labels: 0, draws: 0, drawnIndex: -1, exact: false, shown: null },
 };
 window.osprey = osprey;
 

@@ -6,7 +6,9 @@
 //! Needs `make browser-deps` (playwright-core, pinned by `package-lock.json`;
 //! no browser download) and the Debian packages `chromium` and `ffmpeg`
 //! (`make test-deps`). `OSPREY_SCREENSHOTS=$PWD/tests/browser/screenshots`
-//! refreshes the README's screenshots.
+//! refreshes the README's screenshots. The server gets an admin token of
+//! this run's own (`OSPREY_ADMIN_TOKEN`, handed to the scripts too): the
+//! Live tab creates and stops streams with it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +41,10 @@ fn the_page_works_in_chromium() {
     let scripts = scripts(&dir);
     require(!scripts.is_empty(), "no tests/browser/*.test.mjs found");
 
+    // Read by the config when the server below loads it; set while this
+    // test is the only thread that reads the environment.
+    let token = format!("browser-tests-{}", osprey_tests::unique_name("admin"));
+    std::env::set_var("OSPREY_ADMIN_TOKEN", &token);
     let server = osprey_tests::default_server();
     let url = server.url("");
     eprintln!("browser tests against {url}: {} scripts", scripts.len());
@@ -48,6 +54,7 @@ fn the_page_works_in_chromium() {
         .args(&scripts)
         .env("OSPREY_URL", &url)
         .env("CHROMIUM", &chromium)
+        .env("OSPREY_ADMIN_TOKEN", &token)
         .status()
         .unwrap_or_else(|e| panic!("cannot run node: {e} (apt-get install nodejs)"));
     assert!(status.success(), "the browser tests failed ({status}); node's report is above");

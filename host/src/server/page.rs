@@ -1,7 +1,10 @@
-//! The web page at `/` (photo, video and camera detection). Its files live in
-//! `host/web/` and are compiled into the binary: no web server beside osprey,
-//! nothing downloaded at run time. `app.js` is the entry (an ES module) and
-//! imports the others: every file of `host/web/` must be listed here.
+//! The web page at `/` (photo, video, camera and live-stream detection). Its
+//! files live in `host/web/` and are compiled into the binary: no web server
+//! beside osprey, nothing downloaded at run time. `app.js` is the entry (an
+//! ES module) and imports the others: every file of `host/web/` must be
+//! listed here. `/hls.js`, the Live tab's player, is the npm package's file
+//! that `build.rs` copies from setup's cache (or a stand-in saying to run
+//! setup).
 
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -18,6 +21,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("/photo.js", "text/javascript; charset=utf-8", include_bytes!("../../web/photo.js")),
     ("/video.js", "text/javascript; charset=utf-8", include_bytes!("../../web/video.js")),
     ("/camera.js", "text/javascript; charset=utf-8", include_bytes!("../../web/camera.js")),
+    ("/live.js", "text/javascript; charset=utf-8", include_bytes!("../../web/live.js")),
+    ("/hls.js", "text/javascript; charset=utf-8", include_bytes!(concat!(env!("OUT_DIR"), "/hls.js"))),
     ("/style.css", "text/css; charset=utf-8", include_bytes!("../../web/style.css")),
 ];
 
@@ -40,6 +45,9 @@ pub fn serve(index: usize) -> Response<Body> {
 mod tests {
     use super::*;
 
+    /// Files of the page that are not in `host/web/` (made by `build.rs`).
+    const BUILT: &[&str] = &["/hls.js"];
+
     /// A file added to `host/web/` but not to `FILES` would be a 404 for the page that imports it.
     #[test]
     fn every_web_file_is_served() {
@@ -49,7 +57,10 @@ mod tests {
             let path = if name == "index.html" { "/".to_string() } else { format!("/{name}") };
             assert!(find(&path).is_some(), "host/web/{name} is not in page::FILES");
         }
-        assert_eq!(FILES.len(), std::fs::read_dir(&dir).expect("host/web").count());
+        assert_eq!(FILES.len(), std::fs::read_dir(&dir).expect("host/web").count() + BUILT.len());
+        for path in BUILT {
+            assert!(find(path).is_some(), "{path} is not in page::FILES");
+        }
     }
 
     #[test]
