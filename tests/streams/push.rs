@@ -16,7 +16,6 @@ fn a_pushed_stream_skips_still_frames_and_comes_out_as_hls() {
     let (id, publish_url, hls) = (stream["id"].as_str().unwrap(), stream["publish"].as_str().unwrap(), stream["hls"].as_str().unwrap());
     assert!(publish_url.starts_with("rtmp://127.0.0.1:1936"), "{publish_url}");
     let events = Events::follow(&server, stream["events"].as_str().unwrap());
-    std::thread::sleep(Duration::from_millis(500));
     let published = Instant::now();
     let mut source = publish(publish_url, 4, 2);
     let segments = record(&server, hls, 6, Duration::from_secs(40));

@@ -322,6 +322,11 @@ async fn create(shared: &Arc<Shared>, streams: &Streams, snapshot: &Snapshot, se
     crate::metrics::global().streams.inc();
     table.insert(id.clone(), Running { live, publish: publish.clone(), port, tasks: vec![supervisor.abort_handle(), frames.abort_handle()], _dir: dir });
     drop(table);
+    // The publish URL must work when the client reads it: a publisher that
+    // connects at once (ffmpeg does not retry, OBS does) would find no listener.
+    if let Some(port) = port {
+        listening(port).await;
+    }
     tracing::info!(stream = %id, route = %route, source = %if publish.is_some() { "push" } else { &ask.source }, width = shape.width, height = shape.height, fps = shape.fps, watermark = ask.watermark, "stream created");
     let mut answer = json!({
         "id": id, "route": route, "width": shape.width, "height": shape.height, "fps": shape.fps, "watermark": ask.watermark,
@@ -462,6 +467,32 @@ fn events(live: Arc<Live>) -> Response<Body> {
         }
     });
     respond::event_stream(respond::channel(rx))
+}
+
+/// Waits (at most 5 s) until a socket listens on `port`, as the kernel's
+/// table says: a probe connection would take ffmpeg's only accept (`-listen 1`).
+async fn listening(port: u16) {
+    let hex = format!(":{port:04X} ");
+    for _ in 0..250 {
+        let up = tokio::task::spawn_blocking({
+            let hex = hex.clone();
+            move || {
+                ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+                    std::fs::read_to_string(f).is_ok_and(|t| t.lines().skip(1).any(|l| {
+                        let cols: Vec<&str> = l.split_whitespace().collect();
+                        cols.len() > 3 && format!("{} ", &cols[1][cols[1].len() - 5..]) == hex && cols[3] == "0A"
+                    }))
+                })
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(port, "the stream's RTMP listener is not up after 5 s");
 }
 
 /// 128 random bits, in hex: stream ids and stream keys cannot be guessed.
