@@ -66,7 +66,10 @@ pub struct Live {
     pub state: Mutex<&'static str>,
     pub events: broadcast::Sender<Bytes>,
     pub dir: std::path::PathBuf,
-    latest: Mutex<Option<Frame>>,
+    /// Frames waiting for the loop, oldest first; at most half a second of
+    /// them (ffmpeg hands over its first half second at once, as it starts):
+    /// when full, the oldest is dropped: the newest frames win.
+    latest: Mutex<std::collections::VecDeque<Frame>>,
     arrived: Notify,
 }
 
@@ -79,7 +82,7 @@ impl Live {
             state: Mutex::new("waiting"),
             events: broadcast::channel(256).0,
             dir,
-            latest: Mutex::new(None),
+            latest: Mutex::new(std::collections::VecDeque::new()),
             arrived: Notify::new(),
         }
     }
@@ -102,9 +105,14 @@ impl Live {
         crate::metrics::global().stream_frames.get_or_create(&StreamFrameLabels { stream: self.id.clone(), frames: what.into() }).inc();
     }
 
-    /// Hands a frame to the loop; one that was waiting is replaced (dropped).
+    /// Hands a frame to the loop; past the room, the oldest waiting is dropped.
     fn put(&self, frame: Frame) {
-        let replaced = self.latest.lock().expect("latest frame").replace(frame).is_some();
+        let room = (self.spec.shape.fps as usize / 2).max(2);
+        let replaced = {
+            let mut waiting = self.latest.lock().expect("latest frame");
+            waiting.push_back(frame);
+            waiting.len() > room && waiting.pop_front().is_some()
+        };
         if replaced {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             self.count("dropped");
@@ -115,11 +123,11 @@ impl Live {
     async fn take(&self, within: Duration) -> Option<Frame> {
         let until = tokio::time::Instant::now() + within;
         loop {
-            if let Some(f) = self.latest.lock().expect("latest frame").take() {
+            if let Some(f) = self.latest.lock().expect("latest frame").pop_front() {
                 return Some(f);
             }
             if tokio::time::timeout_at(until, self.arrived.notified()).await.is_err() {
-                return self.latest.lock().expect("latest frame").take();
+                return self.latest.lock().expect("latest frame").pop_front();
             }
         }
     }

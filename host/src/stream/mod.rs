@@ -275,13 +275,38 @@ async fn create(shared: &Arc<Shared>, streams: &Streams, snapshot: &Snapshot, se
         Some(n) => Err(StreamError::BadRequest(format!("{what} = {n}: this server takes 2 to {max} ([streams] max_{what})"))),
     };
     let shape = Shape { width: within(ask.width, settings.max_width, "width")? & !1, height: within(ask.height, settings.max_height, "height")? & !1, fps: within(ask.fps, settings.max_fps, "fps")? };
-    let audit = streams.audit(settings).await?;
-    let _ = audit;
+    // Opened now, so a stream never runs without its audit log.
+    streams.audit(settings).await?;
     let id = new_id();
-    // The table's lock covers the count and the port: two requests cannot take the last place twice.
+    let (publish, port) = start(shared, streams, snapshot, settings, &ask, &id, route.clone(), params, gate, shape, host_header)?;
+    // The publish URL must work when the client reads it: a publisher that
+    // connects at once (ffmpeg does not retry, OBS does) would find no listener.
+    if let Some(port) = port {
+        listening(port).await;
+    }
+    Ok(answer(&ask, streams, &id, &route, shape, publish))
+}
+
+/// Takes a place among `max_streams` (and a port, for a push) and starts the
+/// stream's tasks; the table's lock covers the count and the port, so two
+/// requests cannot take the last place twice.
+#[allow(clippy::too_many_arguments)]
+fn start(
+    shared: &Arc<Shared>,
+    streams: &Streams,
+    snapshot: &Snapshot,
+    settings: &StreamSettings,
+    ask: &CreateRequest,
+    id: &str,
+    route: String,
+    params: Option<String>,
+    gate: GateThresholds,
+    shape: Shape,
+    host_header: Option<String>,
+) -> Result<(Option<String>, Option<u16>), StreamError> {
     let mut table = streams.table.lock().expect("streams");
     if table.len() >= settings.max_streams {
-        return Err(StreamError::Busy { running: table.len() }.into());
+        return Err(StreamError::Busy { running: table.len() });
     }
     let bind = snapshot.config.server.listen.ip();
     let (source, publish, port) = if ask.source == "push" {
@@ -299,7 +324,7 @@ async fn create(shared: &Arc<Shared>, streams: &Streams, snapshot: &Snapshot, se
     let dir = tempfile::Builder::new().prefix("osprey-stream-").tempdir().map_err(|e| StreamError::Unavailable(format!("a folder for the stream's segments: {e}")))?;
     let spec = Spec {
         source,
-        route: route.clone(),
+        route,
         params,
         gate,
         watermark: ask.watermark,
@@ -310,7 +335,7 @@ async fn create(shared: &Arc<Shared>, streams: &Streams, snapshot: &Snapshot, se
         stall: settings.stall,
         watermark_route: settings.watermark_route.clone(),
     };
-    let live = Arc::new(Live::new(id.clone(), spec, dir.path().to_path_buf()));
+    let live = Arc::new(Live::new(id.to_string(), spec, dir.path().to_path_buf()));
     let supervisor = tokio::spawn(live::supervise(live.clone()));
     let (shared2, live2) = (shared.clone(), live.clone());
     let frames = tokio::spawn(async move {
@@ -320,13 +345,12 @@ async fn create(shared: &Arc<Shared>, streams: &Streams, snapshot: &Snapshot, se
         }
     });
     crate::metrics::global().streams.inc();
-    table.insert(id.clone(), Running { live, publish: publish.clone(), port, tasks: vec![supervisor.abort_handle(), frames.abort_handle()], _dir: dir });
-    drop(table);
-    // The publish URL must work when the client reads it: a publisher that
-    // connects at once (ffmpeg does not retry, OBS does) would find no listener.
-    if let Some(port) = port {
-        listening(port).await;
-    }
+    table.insert(id.to_string(), Running { live, publish: publish.clone(), port, tasks: vec![supervisor.abort_handle(), frames.abort_handle()], _dir: dir });
+    Ok((publish, port))
+}
+
+/// What `create` answers once the stream runs.
+fn answer(ask: &CreateRequest, streams: &Streams, id: &str, route: &str, shape: Shape, publish: Option<String>) -> Response<Body> {
     tracing::info!(stream = %id, route = %route, source = %if publish.is_some() { "push" } else { &ask.source }, width = shape.width, height = shape.height, fps = shape.fps, watermark = ask.watermark, "stream created");
     let mut answer = json!({
         "id": id, "route": route, "width": shape.width, "height": shape.height, "fps": shape.fps, "watermark": ask.watermark,
@@ -337,10 +361,10 @@ async fn create(shared: &Arc<Shared>, streams: &Streams, snapshot: &Snapshot, se
     }
     if ask.watermark {
         // The creator watches as viewer 0; others get their own tokens from /viewers.
-        answer["hls"] = json!(format!("/v1/streams/{id}/index.m3u8?viewer={}", streams.signer.token(&id, 0)));
+        answer["hls"] = json!(format!("/v1/streams/{id}/index.m3u8?viewer={}", streams.signer.token(id, 0)));
         answer["viewers"] = json!(format!("/v1/streams/{id}/viewers"));
     }
-    Ok(respond::json_response(StatusCode::CREATED, &answer))
+    respond::json_response(StatusCode::CREATED, &answer)
 }
 
 /// A pulled URL, if its scheme is a stream's and its host is on the allow-list.
