@@ -38,9 +38,13 @@ fn a_pushed_stream_skips_still_frames_and_comes_out_as_hls() {
     println!("stream figures: frames in {frames_in}, out of input {out_of_input}, dropped {dropped}, skipped {skipped}, skip rate {skip:.3}, busy {}", f["busy"]);
     assert!((140..=160).contains(&frames_in), "{s}");
     assert_eq!(out_of_input + dropped, frames_in, "{s}");
-    // 4 s still and 2 s of motion at 25 fps, one fresh frame a second: 96 of 150 skipped.
-    let tolerance = if dropped == 0 { 0.02 } else { 0.06 };
-    assert!((skip - 0.64).abs() <= tolerance, "skip rate {skip} (dropped {dropped}): {s}");
+    // 4 s still and 2 s of motion at 25 fps, one fresh frame a second: 96 of
+    // 150 skipped. A dropped still frame is one skip fewer; no motion frame is
+    // ever skipped, whatever the load.
+    assert!(skipped <= 96 && skipped + dropped >= 96, "skipped {skipped}, dropped {dropped}: {s}");
+    if dropped == 0 {
+        assert!((skip - 0.64).abs() <= 0.02, "skip rate {skip}: {s}");
+    }
 
     // The events: one per frame out of the input, skipped ones reusing the last result.
     let frames = events.frames();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 
 use super::ingest::Shape;
 use super::StreamError;
@@ -55,7 +55,7 @@ impl Egress {
     fn start(dir: &Path, variant: u8, shape: Shape) -> Result<Egress, StreamError> {
         let Shape { width, height, fps } = shape;
         let gop = fps.to_string();
-        let mut child = Command::new("ffmpeg")
+        let mut child = super::ffmpeg()
             .args(["-nostdin", "-hide_banner", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", &format!("{width}x{height}"), "-framerate", &gop, "-i", "-"])
             .args(["-an", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-threads", "1"])
             // A keyframe every `fps` frames and nowhere else: segment n is

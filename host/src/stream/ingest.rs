@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 
 use super::{Source, StreamError};
 
@@ -41,7 +41,7 @@ pub struct Complaints(pub tokio::task::JoinHandle<Vec<String>>);
 impl Ingest {
     /// Starts ffmpeg on `source`; frames come out of `next`.
     pub fn start(source: &Source, shape: Shape) -> Result<(Ingest, Complaints), StreamError> {
-        let mut cmd = Command::new("ffmpeg");
+        let mut cmd = super::ffmpeg();
         cmd.args(["-nostdin", "-hide_banner", "-v", "warning"]);
         // ffmpeg reads 5 s of a live input before its first frame by default
         // (`analyzeduration`), then catches up in a burst that the newest-wins

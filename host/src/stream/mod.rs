@@ -493,6 +493,23 @@ fn events(live: Arc<Live>) -> Response<Body> {
     respond::event_stream(respond::channel(rx))
 }
 
+/// An `ffmpeg` command whose process dies with this server: a stream's
+/// ffmpegs hold RTMP ports, and a server killed by SIGKILL (no destructor
+/// runs) left them listening, so a restarted server found its ports taken.
+fn ffmpeg() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("ffmpeg");
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Waits (at most 5 s) until a socket listens on `port`, as the kernel's
 /// table says: a probe connection would take ffmpeg's only accept (`-listen 1`).
 async fn listening(port: u16) {

@@ -43,7 +43,7 @@ pub async fn handle(shared: &Shared, settings: &StreamSettings, req: Request<Inc
     .await
     .map_err(|e| ServeError::Internal(e.to_string()))?
     .map_err(|e| StreamError::Unavailable(format!("writing the clip: {e}")))?;
-    let mut child = tokio::process::Command::new("ffmpeg")
+    let mut child = super::ffmpeg()
         .args(["-nostdin", "-hide_banner", "-v", "error", "-protocol_whitelist", "file", "-format_whitelist", FORMATS, "-i"])
         .arg(file.path())
         .args(["-map", "0:v:0", "-t", &MAX_SECONDS.to_string(), "-vf", &format!("fps={SAMPLE_FPS}"), "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "2", "-"])
