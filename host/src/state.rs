@@ -92,6 +92,14 @@ impl Shared {
     }
 }
 
+/// 128 random bits, in hex: the ids of video jobs and streams and the keys
+/// of pushed streams, which cannot be guessed, so only who got one can use it.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// How a reload ended.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "outcome", rename_all = "snake_case")]

@@ -150,7 +150,7 @@ pub fn record(server: &Osprey, hls: &str, segments: usize, limit: Duration) -> V
     let c = client();
     let mut got: Vec<(u64, Instant, Vec<u8>)> = Vec::new();
     let until = Instant::now() + limit;
-    let (base, query) = hls.split_once('?').map_or((hls, None), |(b, q)| (b, Some(q)));
+    let base = hls.split_once('?').map_or(hls, |(b, _)| b);
     let dir = &base[..base.rfind('/').unwrap() + 1];
     while got.len() < segments && Instant::now() < until {
         let list = c.get(server.url(hls)).send().unwrap().text().unwrap();
@@ -164,7 +164,6 @@ pub fn record(server: &Osprey, hls: &str, segments: usize, limit: Duration) -> V
             let resp = c.get(server.url(&url)).send().unwrap();
             assert_eq!(resp.status().as_u16(), 200, "{url}");
             got.push((n, seen, resp.bytes().unwrap().to_vec()));
-            let _ = query;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -208,7 +208,7 @@ pub async fn handle(shared: &Arc<Shared>, streams: &Streams, snapshot: Arc<Snaps
         }
         Op::Viewer(id) => {
             admin()?;
-            let live = streams.get(&id)?;
+            streams.get(&id)?;
             let body = read_json(req).await?;
             let max = (1u64 << settings.viewer_id_bits) - 1;
             let viewer = body.get("id").and_then(Value::as_u64).filter(|v| *v <= max).ok_or_else(|| {
@@ -216,12 +216,11 @@ pub async fn handle(shared: &Arc<Shared>, streams: &Streams, snapshot: Arc<Snaps
             })? as u32;
             let token = streams.signer.token(&id, viewer);
             let hls = format!("/v1/streams/{id}/index.m3u8?viewer={token}");
-            let _ = live;
             Ok(respond::json_response(StatusCode::CREATED, &json!({"viewer": viewer, "token": token, "hls": hls})))
         }
         Op::Events(id) => Ok(events(streams.get(&id)?)),
         Op::Playlist(id) => playlist(streams, &settings, &id, &req, peer).await,
-        Op::Segment(id, n) => segment(streams, &settings, &id, n, &req).await,
+        Op::Segment(id, n) => segment(streams, &id, n, &req).await,
         Op::Trace => {
             admin()?;
             trace::handle(shared, &settings, req).await
@@ -277,7 +276,7 @@ async fn create(shared: &Arc<Shared>, streams: &Streams, snapshot: &Snapshot, se
     let shape = Shape { width: within(ask.width, settings.max_width, "width")? & !1, height: within(ask.height, settings.max_height, "height")? & !1, fps: within(ask.fps, settings.max_fps, "fps")? };
     // Opened now, so a stream never runs without its audit log.
     streams.audit(settings).await?;
-    let id = new_id();
+    let id = crate::state::random_id();
     let (publish, port) = start(shared, streams, snapshot, settings, &ask, &id, route.clone(), params, gate, shape, host_header)?;
     // The publish URL must work when the client reads it: a publisher that
     // connects at once (ffmpeg does not retry, OBS does) would find no listener.
@@ -314,7 +313,7 @@ fn start(
         let port = (settings.ports.0..=settings.ports.1)
             .find(|p| !used.contains(p) && std::net::TcpListener::bind((bind, *p)).is_ok())
             .ok_or(StreamError::NoPort { first: settings.ports.0, last: settings.ports.1 })?;
-        let key = new_id();
+        let key = crate::state::random_id();
         let host = settings.public_host.clone().or_else(|| (!bind.is_unspecified()).then(|| bind.to_string())).or_else(|| host_header.map(|h| h.rsplit_once(':').map_or(h.clone(), |(h, _)| h.to_string()))).unwrap_or_else(|| "127.0.0.1".into());
         let publish = format!("rtmp://{host}:{port}/live/{key}");
         (Source::Push { bind, port, key }, Some(publish), Some(port))
@@ -441,12 +440,12 @@ async fn playlist(streams: &Streams, settings: &StreamSettings, id: &str, req: &
     Ok(resp)
 }
 
-async fn segment(streams: &Streams, settings: &StreamSettings, id: &str, n: u64, req: &Request<Incoming>) -> Result<Response<Body>, ServeError> {
+async fn segment(streams: &Streams, id: &str, n: u64, req: &Request<Incoming>) -> Result<Response<Body>, ServeError> {
     let live = streams.get(id)?;
     let viewer = viewer_of(streams, id, req)?;
     let variant = match (live.spec.watermark, viewer) {
         (false, _) => 0,
-        (true, Some((v, _))) => viewers::variant(v, n, settings.viewer_id_bits.min(live.spec.bits)),
+        (true, Some((v, _))) => viewers::variant(v, n, live.spec.bits),
         (true, None) => return Err(StreamError::ViewerRequired.into()),
     };
     let bytes = tokio::fs::read(live.dir.join(format!("v{variant}_{n}.ts"))).await.map_err(|_| StreamError::NoSegment(n))?;
@@ -534,13 +533,6 @@ async fn listening(port: u16) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::warn!(port, "the stream's RTMP listener is not up after 5 s");
-}
-
-/// 128 random bits, in hex: stream ids and stream keys cannot be guessed.
-fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ async fn submit(shared: &Arc<Shared>, jobs: &Jobs, snapshot: Arc<Snapshot>, req:
             return Err(e);
         }
     };
-    let id = new_id();
+    let id = crate::state::random_id();
     let file = tokio::time::timeout(UPLOAD_TIMEOUT, upload::receive(&parts.headers, body, &id, settings.max_bytes))
         .await
         .map_err(|_| ServeError::BadRequest { code: "bad_body", message: format!("the upload took longer than {} s", UPLOAD_TIMEOUT.as_secs()) })??;
@@ -191,13 +191,6 @@ fn plan(p: &probe::Probe, settings: &VideoSettings) -> Info {
     };
     let fps_rounded = (fps * 1000.0).round() / 1000.0;
     Info { width: p.width, height: p.height, fps: fps_rounded, frames: frames.min(settings.max_frames as u64), duration_s: p.duration_s, rate }
-}
-
-/// 128 random bits, in hex: ids can't be guessed, so only the uploader can follow or cancel.
-fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The jobs of this server: running, and ended ones for a while.
