@@ -162,12 +162,24 @@ async fn read(headers: &HeaderMap, body: Incoming, limit: usize, pace: BodyPace,
 }
 
 /// Reads and drops what a refused client is still sending (bounded in bytes
-/// and time), so it reads our answer instead of a reset connection.
-pub async fn drain(mut body: Incoming) {
+/// and time), so it reads our answer instead of a reset connection: closing
+/// a socket with unread bytes makes the kernel send RST, and the client then
+/// loses the answer already in its buffer.
+pub async fn drain(body: Incoming) {
+    drain_stream(&mut body.into_data_stream()).await
+}
+
+/// [`drain`] for a body already turned into a stream of chunks (an upload
+/// refused part-way, when its file could not be written).
+pub async fn drain_stream<S, E>(chunks: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    use futures_util::StreamExt;
     let mut left: usize = 64 << 20;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        while let Some(Ok(frame)) = body.frame().await {
-            left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.len()));
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            left = left.saturating_sub(chunk.len());
             if left == 0 {
                 break;
             }

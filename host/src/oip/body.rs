@@ -2,16 +2,13 @@
 //! (`server.max_body_bytes`), so one client cannot make the host buffer more,
 //! and its pace (`server.body_timeout_ms`, `body_min_rate`).
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
 
 use super::error::OipError;
 use crate::config::BodyPace;
-use crate::http::body::{collect, Unread};
+use crate::http::body::{collect, drain, Unread};
 
 pub async fn read(headers: &HeaderMap, body: Incoming, limit: usize, pace: BodyPace) -> Result<Bytes, OipError> {
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -30,19 +27,4 @@ pub async fn read(headers: &HeaderMap, body: Incoming, limit: usize, pace: BodyP
         Unread::Broken(e) => OipError::bad(format!("cannot read the request body: {e}")),
     })
     .await
-}
-
-/// Reads and drops what the client is still sending (bounded in bytes and
-/// time), so it reads our 413 instead of a reset connection.
-async fn drain(mut body: Incoming) {
-    let mut left: usize = 64 << 20;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(frame)) = body.frame().await {
-            left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.len()));
-            if left == 0 {
-                break;
-            }
-        }
-    })
-    .await;
 }

@@ -62,6 +62,7 @@ impl Drop for Unlink {
 pub async fn receive(headers: &HeaderMap, body: Incoming, id: &str, limit: u64) -> Result<TempFile, ServeError> {
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
+        crate::http::body::drain(body).await;
         return Err(VideoError::TooLarge { limit }.into());
     }
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
@@ -76,12 +77,29 @@ pub async fn receive(headers: &HeaderMap, body: Incoming, id: &str, limit: u64) 
         loop {
             match form.next_field().await.map_err(|e| bad_form(format!("multipart/form-data: {e}")))? {
                 None => return Err(bad_form(format!("the form has no field named '{FIELD}'"))),
-                Some(field) if field.name() == Some(FIELD) => break write(&file.path, field, limit).await?,
+                Some(mut field) if field.name() == Some(FIELD) => match write(&file.path, &mut field, limit).await {
+                    Ok(written) => break written,
+                    Err(e) => {
+                        crate::http::body::drain_stream(&mut field).await;
+                        drop(field);
+                        while let Ok(Some(mut rest)) = form.next_field().await {
+                            crate::http::body::drain_stream(&mut rest).await;
+                        }
+                        return Err(e);
+                    }
+                },
                 Some(_) => continue,
             }
         }
     } else if mime.is_empty() || mime.starts_with("video/") || mime == "application/octet-stream" {
-        write(&file.path, body.into_data_stream(), limit).await?
+        let mut chunks = body.into_data_stream();
+        match write(&file.path, &mut chunks, limit).await {
+            Ok(written) => written,
+            Err(e) => {
+                crate::http::body::drain_stream(&mut chunks).await;
+                return Err(e);
+            }
+        }
     } else {
         crate::http::body::drain(body).await;
         return Err(VideoError::UnsupportedMediaType(content_type).into());
@@ -93,7 +111,8 @@ pub async fn receive(headers: &HeaderMap, body: Incoming, id: &str, limit: u64) 
 }
 
 /// Copies `chunks` into a new file at `path`, stopping past `limit` bytes.
-async fn write<S, E>(path: &Path, mut chunks: S, limit: u64) -> Result<u64, ServeError>
+/// On an error the rest is left in `chunks` for the caller to drain.
+async fn write<S, E>(path: &Path, chunks: &mut S, limit: u64) -> Result<u64, ServeError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
