@@ -1,7 +1,8 @@
 //! Faults under load (issue 16, item 3), each against a real `osprey serve`
 //! while clients keep asking: a model file truncated then deleted, a plugin
-//! file replaced by garbage, SIGTERM with 200 requests in flight, and no
-//! space left for a video's temporary file. What is measured here is in the
+//! file replaced by garbage, SIGTERM with 200 requests in flight, no space
+//! left for a video's temporary file, and none for compiled plugins. (The
+//! ACME directory gone at renewal is in `tests/tls`.) What is measured here is in the
 //! README, "Faults".
 
 use std::path::{Path, PathBuf};
@@ -298,4 +299,37 @@ fn no_space_for_a_video_upload_is_507_and_the_server_goes_on() {
     assert_eq!(health, 200);
     assert_served("images while the disk was full", served, &failures);
     assert!(left.len() <= 1, "refused uploads left behind: {left:?}");
+}
+
+#[test]
+fn a_full_compiled_plugin_folder_under_load_compiles_in_memory_and_leaves_no_partial_file() {
+    // Room for one compiled plugin (~0.6 MB each), not two.
+    let tmpfs = match Tmpfs::mount("1m") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("SKIPPED: a_full_compiled_plugin_folder: cannot mount a small tmpfs ({why}); run the tests as root with CAP_SYS_ADMIN");
+            return;
+        }
+    };
+    let folder = tmpfs.0.join("compiled");
+    let site = Site::new("fault-compiled");
+    let server = serve(&site, &format!("compiled_cache = \"{}\"", folder.display()));
+    const NOT_KEPT: &str = "cannot keep the compiled plugin";
+    let at_start = server.log(NOT_KEPT).len();
+    let load = Load::start(&server, 2);
+    let plugin = site.path("plugins/ssd.wasm");
+    let whole = std::fs::read(&plugin).unwrap();
+    std::fs::write(&plugin, super::variant(&whole, "disk-full")).unwrap();
+    let took = logged(&server, SWAPPED, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let (served, failures) = load.finish();
+    let not_kept = server.log(NOT_KEPT);
+    let left: Vec<String> = std::fs::read_dir(&folder).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    eprintln!("compiled plugins into a 1 MiB folder: {at_start} not kept at start; a new plugin swapped in after {took:?} under load: {served} requests, {} failed; left in the folder: {left:?}", failures.len());
+    eprintln!("{}", not_kept.join("\n"));
+    assert!(at_start >= 1, "the second plugin at start could not fit, and the log must say so:\n{}", server.log("").join("\n"));
+    assert_eq!(not_kept.len(), at_start + 1, "the new plugin's copy could not fit either");
+    assert!(not_kept.iter().all(|l| l.contains("No space left") && l.contains(&folder.display().to_string())), "{not_kept:?}");
+    assert!(left.iter().all(|f| f.ends_with(".cwasm")), "partial copies left behind: {left:?}");
+    assert_served("compiled plugin folder full", served, &failures);
 }
