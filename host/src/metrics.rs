@@ -154,6 +154,8 @@ pub struct Metrics {
     pub models: Family<ModelVersionLabels, Gauge>,
     /// Unix time the served certificate expires; 0 without one.
     pub tls_cert_expiry: Gauge,
+    pub tls_order_failures: Counter,
+    pub tls_order_failing: Gauge,
     pub upstream_requests: Family<NodeStatusLabels, Counter>,
     pub upstream_duration: Histograms<NodeLabels>,
     pub upstream_inflight: Family<NodeLabels, Gauge>,
@@ -198,6 +200,8 @@ impl Metrics {
             queue_depth: Family::default(),
             models: Family::default(),
             tls_cert_expiry: Gauge::default(),
+            tls_order_failures: Counter::default(),
+            tls_order_failing: Gauge::default(),
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(seconds),
             upstream_inflight: Family::default(),
@@ -231,6 +235,12 @@ impl Metrics {
         r.register("queue_depth", "Requests waiting per model", m.queue_depth.clone());
         r.register("model_loaded", "1 for each model version loaded, by provider", m.models.clone());
         r.register("tls_cert_expiry_seconds", "Unix time the served TLS certificate expires (0: none yet, or TLS off)", m.tls_cert_expiry.clone());
+        r.register("tls_acme_order_failures", "ACME orders that failed (the CA unreachable, refusing, or not validating)", m.tls_order_failures.clone());
+        r.register(
+            "tls_acme_failing_orders",
+            "Failed ACME orders in a row (0 once one succeeds); while above 0 the current certificate is still served and rustls-acme retries after 2^n s",
+            m.tls_order_failing.clone(),
+        );
         r.register("upstream_requests", "Requests forwarded to a node of an upstream pool, by node and status", m.upstream_requests.clone());
         r.register("upstream_duration_seconds", "Time a node took to answer a forwarded request", m.upstream_duration.clone());
         r.register("upstream_in_flight", "Requests in flight to a node", m.upstream_inflight.clone());

@@ -94,12 +94,21 @@ async fn events(mut state: AcmeState<io::Error>, seen: Seen, status: Arc<Status>
             Err(e @ EventError::Order(_)) => {
                 let retry = 1u64 << failures.min(16);
                 failures += 1;
-                tracing::error!("ACME: no certificate for {domains}: {}; retrying in {retry} s", describe(e));
+                // At renewal the certificate in hand is still served until it expires.
+                let keeping = match status.cert().not_after.map(|t| t.duration_since(std::time::SystemTime::now())) {
+                    Some(Ok(left)) => format!("; still serving the current certificate, which expires in {:.1} days", left.as_secs_f64() / 86_400.0),
+                    Some(Err(_)) => "; the current certificate has EXPIRED".to_string(),
+                    None => String::new(),
+                };
+                let why = describe(e);
+                tracing::error!("ACME: no certificate for {domains}: {why}; retrying in {retry} s{keeping}");
+                status.order_failed(why, std::time::Duration::from_secs(retry));
             }
             Err(e) => tracing::error!("ACME: {}", describe(e)),
         }
-        if matches!(event, Ok(EventOk::DeployedCachedCert | EventOk::DeployedNewCert)) {
+        if matches!(event, Ok(EventOk::DeployedNewCert)) {
             failures = 0;
+            status.order_done();
         }
         if matches!(event, Ok(EventOk::DeployedCachedCert | EventOk::CertCacheStore) | Err(EventError::CertCacheStore(_))) {
             let pem = seen.lock().expect("seen lock").clone();

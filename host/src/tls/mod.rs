@@ -128,6 +128,18 @@ impl Acceptor {
 pub struct Status {
     mode: &'static str,
     cert: Mutex<CertInfo>,
+    orders: Mutex<Orders>,
+}
+
+/// Failed ACME orders since the last certificate was deployed: while the CA
+/// is away the served certificate stays, and this is what says so.
+#[derive(Debug, Clone, Default)]
+pub struct Orders {
+    /// Failed orders in a row (0 once one succeeds).
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// When rustls-acme orders again.
+    pub retry_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -138,7 +150,7 @@ pub struct CertInfo {
 
 impl Status {
     fn new(mode: &'static str, domains: Vec<String>) -> Arc<Self> {
-        Arc::new(Status { mode, cert: Mutex::new(CertInfo { domains, not_after: None }) })
+        Arc::new(Status { mode, cert: Mutex::new(CertInfo { domains, not_after: None }), orders: Mutex::default() })
     }
 
     /// Records the certificate now served.
@@ -148,14 +160,38 @@ impl Status {
         *self.cert.lock().expect("status lock") = info;
     }
 
+    /// An order failed; the next is `retry` away.
+    fn order_failed(&self, why: String, retry: Duration) {
+        let mut orders = self.orders.lock().expect("status lock");
+        orders.failures += 1;
+        orders.last_error = Some(why);
+        orders.retry_at = Some(SystemTime::now() + retry);
+        let m = crate::metrics::global();
+        m.tls_order_failures.inc();
+        m.tls_order_failing.set(i64::from(orders.failures));
+    }
+
+    /// A certificate was deployed (new or from the cache): orders are not failing.
+    fn order_done(&self) {
+        *self.orders.lock().expect("status lock") = Orders::default();
+        crate::metrics::global().tls_order_failing.set(0);
+    }
+
     pub fn cert(&self) -> CertInfo {
         self.cert.lock().expect("status lock").clone()
     }
 
+    pub fn orders(&self) -> Orders {
+        self.orders.lock().expect("status lock").clone()
+    }
+
     pub fn to_json(&self) -> Value {
-        let cert = self.cert();
-        let not_after = cert.not_after.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs());
-        json!({"mode": self.mode, "domains": cert.domains, "not_after": not_after})
+        let unix = |t: Option<SystemTime>| t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs());
+        let (cert, orders) = (self.cert(), self.orders());
+        json!({
+            "mode": self.mode, "domains": cert.domains, "not_after": unix(cert.not_after),
+            "orders": {"failures": orders.failures, "last_error": orders.last_error, "retry_at": unix(orders.retry_at)},
+        })
     }
 }
 
