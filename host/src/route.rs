@@ -186,11 +186,12 @@ struct Turn<'a> {
     _permit: tokio::sync::OwnedSemaphorePermit,
     since: Instant,
     admission: &'a crate::state::Admission,
+    route: &'a str,
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.admission.record(self.since.elapsed());
+        self.admission.record(self.route, self.since.elapsed());
     }
 }
 
@@ -198,8 +199,8 @@ impl Drop for Turn<'_> {
 /// earlier requests otherwise. Refused at once (429) when too many wait
 /// already, or (503) when the predicted wait and run would pass the deadline
 /// left: waiting for a 504 only holds a connection and a queue place.
-async fn take_turn<'a>(shared: &'a Shared, server: &crate::config::ServerSettings, route: &str, left: Duration) -> Result<Turn<'a>, ServeError> {
-    let turn = |permit| Turn { _permit: permit, since: Instant::now(), admission: &shared.admission };
+async fn take_turn<'a>(shared: &'a Shared, server: &crate::config::ServerSettings, route: &'a str, left: Duration) -> Result<Turn<'a>, ServeError> {
+    let turn = |permit| Turn { _permit: permit, since: Instant::now(), admission: &shared.admission, route };
     if let Ok(permit) = shared.inflight.clone().try_acquire_owned() {
         return Ok(turn(permit));
     }
@@ -208,14 +209,18 @@ async fn take_turn<'a>(shared: &'a Shared, server: &crate::config::ServerSetting
     if waiting >= server.max_waiting {
         return Err(ServeError::Overloaded(format!("{waiting} requests are waiting already; retry shortly")));
     }
-    if let Some((wait, answer)) = shared.admission.predicted(waiting, server.max_inflight) {
+    let place = shared.admission.wait(route, server.max_inflight);
+    if let Some((wait, answer)) = shared.admission.predicted(&place) {
         if answer > left {
             crate::metrics::global().refused_by_deadline.get_or_create(&RouteLabel { route: route.to_string() }).inc();
             return Err(ServeError::WouldMissDeadline { wait, answer, left });
         }
     }
     match tokio::time::timeout(left, shared.inflight.clone().acquire_owned()).await {
-        Ok(permit) => Ok(turn(permit.expect("the semaphore is never closed"))),
+        Ok(permit) => {
+            place.served();
+            Ok(turn(permit.expect("the semaphore is never closed")))
+        }
         Err(_) => Err(ServeError::Deadline(left)),
     }
 }
