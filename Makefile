@@ -12,7 +12,7 @@ STEP := scripts/setup-step
 PLUGINS := image-prep yolo ssd classify misbehave fusion stego render
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models crates plugins host componentize-py test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload soak check
+.PHONY: serve test setup toolchain models crates plugins host componentize-py test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload soak check fuzz
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
@@ -186,6 +186,29 @@ soak: setup
 
 check:
 	./target/release/osprey check --config config/osprey.toml
+
+# The fuzz targets of host/fuzz (libFuzzer, nightly), FUZZ_SECONDS each, one
+# after the other (scripts/fuzz). The first build compiles the host's crates
+# again with coverage instrumentation into host/fuzz/target: many minutes on
+# 2 cores. `make test` runs only their corpus (host/tests/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 60
+
+fuzz:
+	@if rustup toolchain list | grep -q '^nightly'; then \
+	  echo "osprey-setup: fuzz: the nightly toolchain is installed"; \
+	else \
+	  $(STEP) --retry fuzz "installing the nightly Rust toolchain (libFuzzer's instrumentation needs it)" \
+	    "needs rustup and https://static.rust-lang.org; run 'rustup toolchain install nightly --profile minimal' by hand to see why" \
+	    -- rustup toolchain install nightly --profile minimal; \
+	fi
+	@if cargo +nightly fuzz --version >/dev/null 2>&1; then \
+	  echo "osprey-setup: fuzz: cargo-fuzz is installed"; \
+	else \
+	  $(STEP) --retry fuzz "installing cargo-fuzz from crates.io (a minute or two)" \
+	    "is https://index.crates.io reachable (proxy: CARGO_HTTP_PROXY)? run 'cargo install cargo-fuzz' by hand to see why" \
+	    -- $(CARGO) install cargo-fuzz; \
+	fi
+	scripts/fuzz $(FUZZ_SECONDS)
 
 # The offline check of the Dockerfile and deploy/kubernetes (deploy/check.py):
 # a venv with kubernetes-validate (Kubernetes' schemas inside), dockerfile-parse

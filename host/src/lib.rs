@@ -9,7 +9,9 @@
 //!
 //! 1. The top: `server` (listeners, hyper connections, the router, the admin API,
 //!    the page, the tunnel a node dials out to its gateway) dispatches to the rooms
-//!    beside it; `cli` and `client` are the command line.
+//!    beside it; `cli` and `client` are the command line; `fuzzing`, first on the
+//!    floor, feeds untrusted bytes to parsers of every floor below (the fuzz targets
+//!    in `host/fuzz` and the corpus test call it).
 //! 2. Entry rooms, side by side; none imports another or the server:
 //!    - `oip`: the Open Inference Protocol v2 (REST) under `/v2`.
 //!    - `video`: video jobs: upload, ffprobe, ffmpeg frames through a route, results as SSE.
@@ -47,6 +49,7 @@ pub mod chain;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod fuzzing;
 pub mod http;
 pub mod imaging;
 pub mod metrics;

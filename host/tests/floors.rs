@@ -9,7 +9,7 @@ use std::path::Path;
 /// Top to bottom. `ordered`: a room may import the rooms after it on its floor;
 /// otherwise the rooms of a floor import none of each other.
 const FLOORS: &[(&[&str], bool)] = &[
-    (&["cli", "client", "server"], true),
+    (&["fuzzing", "cli", "client", "server"], true),
     (&["oip", "video", "stream", "reload"], false),
     (&["route", "state", "http"], true),
     (&["upstream", "cache", "tls", "audit"], true),

@@ -135,7 +135,33 @@ async fn read(headers: &HeaderMap, body: Incoming, limit: usize, pace: BodyPace,
         drain(body).await;
         return Err(ServeError::BodyTooLarge { limit });
     }
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // Refused by its headers before a byte of it is read.
+    let form = form_of(content_type, fields)?;
+    let bytes = collect(body, limit, pace, |why| match why {
+        Unread::TooLarge => ServeError::BodyTooLarge { limit },
+        Unread::TooSlow(slow) => ServeError::BodyTooSlow(slow),
+        Unread::Broken(e) => ServeError::BadRequest { code: "bad_body", message: format!("cannot read the request body: {e}") },
+    })
+    .await?;
+    parts_of(content_type, form, bytes, fields).await
+}
+
+/// The upload in a body already read whole: what [`read_parts`] makes of
+/// it after the size and pace checks (the fuzz targets start here).
+pub async fn parse_upload(content_type: &str, bytes: Bytes, fields: &[&str]) -> Result<Vec<Blob>, ServeError> {
+    let form = form_of(content_type, fields)?;
+    parts_of(content_type, form, bytes, fields).await
+}
+
+/// How a body carries its upload, by its `Content-Type`.
+enum Form {
+    /// The body is the image; its media type, lower-cased.
+    Raw(String),
+    Multipart,
+}
+
+fn form_of(content_type: &str, fields: &[&str]) -> Result<Form, ServeError> {
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let is_multipart = mime == "multipart/form-data";
     if !is_multipart && fields != [FIELD] {
@@ -143,15 +169,16 @@ async fn read(headers: &HeaderMap, body: Incoming, limit: usize, pace: BodyPace,
         return Err(ServeError::BadRequest { code: "bad_form", message });
     }
     if !(is_multipart || mime.starts_with("image/") || mime == "application/octet-stream" || mime.is_empty()) {
-        return Err(ServeError::UnsupportedMediaType(content_type));
+        return Err(ServeError::UnsupportedMediaType(content_type.to_string()));
     }
-    let bytes = collect(body, limit, pace, |why| match why {
-        Unread::TooLarge => ServeError::BodyTooLarge { limit },
-        Unread::TooSlow(slow) => ServeError::BodyTooSlow(slow),
-        Unread::Broken(e) => ServeError::BadRequest { code: "bad_body", message: format!("cannot read the request body: {e}") },
-    })
-    .await?;
-    let parts = if is_multipart { from_form(&content_type, bytes, fields).await? } else { vec![Blob { content_type: mime, bytes }] };
+    Ok(if is_multipart { Form::Multipart } else { Form::Raw(mime) })
+}
+
+async fn parts_of(content_type: &str, form: Form, bytes: Bytes, fields: &[&str]) -> Result<Vec<Blob>, ServeError> {
+    let parts = match form {
+        Form::Multipart => from_form(content_type, bytes, fields).await?,
+        Form::Raw(mime) => vec![Blob { content_type: mime, bytes }],
+    };
     for (blob, field) in parts.iter().zip(fields) {
         if blob.bytes.is_empty() {
             let message = if fields.len() == 1 { "the request carries no image".to_string() } else { format!("field '{field}' is empty") };

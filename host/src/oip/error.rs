@@ -45,7 +45,7 @@ impl OipError {
         OipError::BadInput { input: input.to_string(), why: why.into() }
     }
 
-    pub(super) fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             OipError::NoEndpoint(_) | OipError::UnknownModel(_) | OipError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             OipError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

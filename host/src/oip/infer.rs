@@ -43,8 +43,9 @@ pub async fn infer(snapshot: Arc<Snapshot>, model: Arc<Model>, req: Request<Inco
     }
 }
 
-/// Blocking: the whole request, from body bytes to the response.
-fn answer(model: &Model, body: Bytes, header_length: Option<&str>, until: Instant) -> Result<Response<Body>, OipError> {
+/// Blocking: the whole request, from body bytes to the response (the OIP
+/// fuzz target starts here, with the body already read).
+pub fn answer(model: &Model, body: Bytes, header_length: Option<&str>, until: Instant) -> Result<Response<Body>, OipError> {
     let (json, tail) = binary::split(body, header_length)?;
     let req: InferRequest = serde_json::from_slice(&json)
         .map_err(|e| OipError::bad(format!("the body is not a v2 inference request: {e}")))?;

@@ -31,6 +31,7 @@ use crate::http::respond::Body;
 use crate::http::ServeError;
 use crate::snapshot::Snapshot;
 pub use error::OipError;
+pub use infer::answer;
 
 /// Answers a request under `/v2`. Every failure is answered here in the
 /// protocol's own error format, so this never returns `Err`.

@@ -120,7 +120,7 @@ impl Sandbox<'_> {
 }
 
 /// The report fields of the last stage, each checked to be JSON under a name of its own.
-fn read_report(plugin: &str, fields: Vec<(String, String)>) -> Result<Vec<(String, serde_json::Value)>, PluginError> {
+pub fn read_report(plugin: &str, fields: Vec<(String, String)>) -> Result<Vec<(String, serde_json::Value)>, PluginError> {
     let bad = |message: String| PluginError::Stage { plugin: plugin.into(), kind: StageErrorKind::Internal, message };
     fields
         .into_iter()

@@ -16,7 +16,7 @@
 mod events;
 mod frames;
 pub mod job;
-mod probe;
+pub mod probe;
 pub mod upload;
 
 use std::collections::HashMap;

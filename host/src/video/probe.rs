@@ -113,7 +113,7 @@ fn refused_format(stderr: &[u8]) -> Option<String> {
 }
 
 /// ffprobe's JSON → the first video stream's facts.
-fn parse(json: &[u8]) -> Result<Probe, VideoError> {
+pub fn parse(json: &[u8]) -> Result<Probe, VideoError> {
     let v: Value = serde_json::from_slice(json).map_err(|e| VideoError::BadVideo(format!("ffprobe printed no JSON: {e}")))?;
     let Some(stream) = v["streams"].as_array().and_then(|s| s.iter().find(|s| s["codec_type"] == "video")) else {
         return Err(VideoError::BadVideo("the file has no video stream".into()));
