@@ -180,7 +180,9 @@ bench-fleet: setup test-services
 bench-overload: setup
 	$(CARGO) bench -p osprey-tests --bench overload
 
-# Ten minutes well past capacity on loopback: only 2xx and 429, RSS flat (README).
+# 30 minutes of every route, OIP, videos and reloads past capacity on loopback:
+# only 2xx, 429 and 503 with Retry-After; RSS, open files, threads flat (README).
+# OSPREY_SOAK_SECS sets the length.
 soak: setup
 	$(CARGO) bench -p osprey-tests --bench soak
 

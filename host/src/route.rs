@@ -195,6 +195,9 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// The share of its deadline left a waiting request's predicted answer must fit in.
+const HEADROOM: f64 = 0.8;
+
 /// A turn to run a chain: at once when one is free, after waiting behind
 /// earlier requests otherwise. Refused at once (429) when too many wait
 /// already, or (503) when the predicted wait and run would pass the deadline
@@ -211,9 +214,15 @@ async fn take_turn<'a>(shared: &'a Shared, server: &crate::config::ServerSetting
     }
     let place = shared.admission.wait(route, server.max_inflight);
     if let Some((wait, answer)) = shared.admission.predicted(&place) {
-        if answer > left {
+        // Under steady overload the queue grows until predictions reach the
+        // bound, so the requests let in are those predicted just inside it,
+        // and any error makes them late: a 30-minute soak of every route
+        // bounded at the deadline itself got 504s on 18 % of the
+        // classifications it let in. The bound is a fifth inside the deadline.
+        let bound = left.mul_f64(HEADROOM);
+        if answer > bound {
             crate::metrics::global().refused_by_deadline.get_or_create(&RouteLabel { route: route.to_string() }).inc();
-            return Err(ServeError::WouldMissDeadline { wait, answer, left });
+            return Err(ServeError::WouldMissDeadline { wait, answer, bound });
         }
     }
     match tokio::time::timeout(left, shared.inflight.clone().acquire_owned()).await {

@@ -16,8 +16,9 @@ pub enum ServeError {
     RateLimited(Duration),
     #[error("overloaded: {0}")]
     Overloaded(String),
-    #[error("overloaded: this request would be answered in about {} ms, past the {} ms its deadline leaves; retry later", .answer.as_millis(), .left.as_millis())]
-    WouldMissDeadline { wait: Duration, answer: Duration, left: Duration },
+    /// `bound`: four fifths of what the deadline leaves (`route::HEADROOM`).
+    #[error("overloaded: this request would be answered in about {} ms, past the {} ms it is given (four fifths of what its deadline leaves); retry later", .answer.as_millis(), .bound.as_millis())]
+    WouldMissDeadline { wait: Duration, answer: Duration, bound: Duration },
     #[error("method not allowed here; allowed: {}", .0.join(", "))]
     MethodNotAllowed(Vec<String>),
     #[error("{message}")]
