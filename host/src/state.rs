@@ -209,10 +209,6 @@ pub struct Waiting<'a> {
     hold_us: u64,
     /// Its route's mean deviation of holds, in microseconds.
     spread_us: u64,
-    /// The work waiting ahead of it when it came, in microseconds.
-    ahead_us: u64,
-    /// The turns it waits for one of.
-    slots: usize,
     since: std::time::Instant,
     /// The wait the holds predicted (before the lateness), once there was a hold.
     predicted: Option<std::time::Duration>,
@@ -282,17 +278,14 @@ impl Admission {
 
     /// A request of `route` starts waiting for one of `slots` turns.
     pub fn wait(&self, route: &str, slots: usize) -> Waiting<'_> {
-        let hold_us = self.hold_of(route).map_or(0, micros);
+        // One look at the route's figures: its hold and their deviation.
+        let own = self.by_route.lock().expect("admission lock").get(route).copied();
+        let (hold_us, spread_us) = own.unwrap_or((self.hold().map_or(0, micros), 0));
         let ahead_us = self.waiting_us.fetch_add(hold_us, Ordering::AcqRel);
-        let spread_us = micros(self.spread_of(route));
-        let mut place = Waiting { admission: self, hold_us, spread_us, ahead_us, slots, since: std::time::Instant::now(), predicted: None };
-        place.predicted = self.hold().map(|hold| Self::by_holds(&place, hold));
-        place
-    }
-
-    /// The wait the holds alone predict.
-    fn by_holds(waiting: &Waiting<'_>, hold: std::time::Duration) -> std::time::Duration {
-        std::time::Duration::from_micros(waiting.ahead_us + micros(hold)) / waiting.slots.max(1) as u32
+        // The wait the holds alone predict: the work ahead and what is left
+        // of the turns in flight, worked through by `slots` turns side by side.
+        let predicted = self.hold().map(|hold| std::time::Duration::from_micros(ahead_us + micros(hold)) / slots.max(1) as u32);
+        Waiting { admission: self, hold_us, spread_us, since: std::time::Instant::now(), predicted }
     }
 
     /// How much longer than the holds predict waits have lately been (1.0: as predicted).
@@ -303,8 +296,7 @@ impl Admission {
     /// When `waiting` would be answered: its wait and its own run, from
     /// now. `None` before any turn was measured.
     pub fn predicted(&self, waiting: &Waiting<'_>) -> Option<(std::time::Duration, std::time::Duration)> {
-        let hold = self.hold()?;
-        let wait = Self::by_holds(waiting, hold).mul_f64(self.lateness());
+        let wait = waiting.predicted?.mul_f64(self.lateness());
         Some((wait, wait + std::time::Duration::from_micros(waiting.hold_us + 2 * waiting.spread_us)))
     }
 }
