@@ -81,6 +81,18 @@ pub fn build(route: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>) -> Chain 
     Chain { signature, stages_signature, settings_key, stages, render, params: route.params.clone(), deadline: route.deadline }
 }
 
+/// Asks each stage's plugin whether the route's settings for it suit it
+/// (plugins built for osprey:plugin@0.1.0 cannot say, and pass). `Err` holds
+/// where the first refused stage is written, and the plugin's words.
+/// Blocking: a sandbox per stage.
+pub fn check_settings(route: &RouteDef, plugins: &HashMap<String, Arc<Plugin>>, engine: &Engine) -> Result<(), (String, PluginError)> {
+    for s in route.stages.iter().chain(&route.render) {
+        let json = Value::Object(s.settings.clone()).to_string();
+        crate::plugin::check_settings(engine, &plugins[&s.plugin], &json).map_err(|e| (s.at.clone(), e))?;
+    }
+    Ok(())
+}
+
 impl Stage {
     fn signature(&self) -> String {
         format!("{}@{}", self.plugin.name, &self.plugin.sha256[..12])

@@ -183,16 +183,10 @@ async fn forward(shared: &Shared, route: &Route, pool: &str, ask: Ask, deadline:
 /// A turn to run a chain, held until dropped; how long it was held is
 /// what admission predicts the next waits from.
 struct Turn<'a> {
+    // Declared first so it is dropped first: the hold is recorded before the
+    // slot is free for the next request.
+    _running: crate::state::Running<'a>,
     _permit: tokio::sync::OwnedSemaphorePermit,
-    since: Instant,
-    admission: &'a crate::state::Admission,
-    route: &'a str,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.admission.record(self.route, self.since.elapsed());
-    }
 }
 
 /// The share of its deadline left a waiting request's predicted answer must fit in.
@@ -203,7 +197,7 @@ const HEADROOM: f64 = 0.8;
 /// already, or (503) when the predicted wait and run would pass the deadline
 /// left: waiting for a 504 only holds a connection and a queue place.
 async fn take_turn<'a>(shared: &'a Shared, server: &crate::config::ServerSettings, route: &'a str, left: Duration) -> Result<Turn<'a>, ServeError> {
-    let turn = |permit| Turn { _permit: permit, since: Instant::now(), admission: &shared.admission, route };
+    let turn = |permit| Turn { _running: shared.admission.start(route), _permit: permit };
     if let Ok(permit) = shared.inflight.clone().try_acquire_owned() {
         return Ok(turn(permit));
     }

@@ -51,6 +51,9 @@ pub enum SnapshotError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Model(#[from] NnError),
+    /// A stage's plugin refused the settings the config gives it.
+    #[error("{at}: {source}")]
+    Settings { at: String, source: PluginError },
 }
 
 impl Snapshot {
@@ -102,6 +105,11 @@ impl Snapshot {
                 }
             };
             plugins.insert(def.name.clone(), plugin);
+        }
+        // Before serving: a misspelt setting fails the start or the reload
+        // here, where the config writes it, not every request with a 500.
+        for r in &config.routes {
+            chain::check_settings(r, &plugins, engine).map_err(|(at, source)| SnapshotError::Settings { at, source })?;
         }
         let mut routes: Vec<Route> = config.routes.iter().map(|r| route(r, &plugins, &registry)).collect();
         link_branches(&config, &mut routes);

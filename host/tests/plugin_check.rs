@@ -29,8 +29,9 @@ fn a_shipped_plugin_fits_and_its_costs_are_printed() {
     let Some(file) = built("classify.wasm") else { return };
     let (ok, out) = check(&file);
     assert!(ok, "{out}");
-    assert!(out.contains("fits osprey:plugin@0.1.0"), "{out}");
-    assert!(out.contains("exports   osprey:plugin/stage@0.1.0"), "{out}");
+    assert!(out.contains("fits osprey:plugin@0.1.1"), "{out}");
+    assert!(out.contains("exports   osprey:plugin/settings@0.1.1, osprey:plugin/stage@0.1.1"), "{out}");
+    assert!(out.contains("settings  checked by the plugin"), "{out}");
     assert!(out.contains("wasi:nn/graph@"), "{out}");
     assert!(out.contains("compile") && out.contains("linear memories"), "{out}");
 }
@@ -41,23 +42,101 @@ fn a_shipped_plugin_fits_and_its_costs_are_printed() {
 fn a_plugin_for_another_world_version_is_refused_naming_the_version_needed() {
     let Some(file) = built("classify.wasm") else { return };
     let mut bytes = std::fs::read(&file).unwrap();
-    let (from, to) = (b"osprey:plugin/stage@0.1.0", b"osprey:plugin/stage@0.2.0");
-    let mut found = 0;
-    while let Some(at) = bytes.windows(from.len()).position(|w| w == from) {
-        bytes[at..at + to.len()].copy_from_slice(to);
-        found += 1;
-    }
-    assert!(found > 0, "the export name is in the binary");
+    assert!(rename(&mut bytes, b"osprey:plugin/stage@0.1.1", b"osprey:plugin/stage@0.2.0") > 0, "the export name is in the binary");
     let path = temp("v020.wasm", &bytes);
     let (ok, out) = check(&path);
     assert!(!ok, "must be refused: {out}");
-    assert!(out.contains("built for osprey:plugin@0.2.0; this host runs osprey:plugin@0.1.0"), "{out}");
+    assert!(out.contains("built for osprey:plugin@0.2.0; this host runs osprey:plugin@0.1.1"), "{out}");
 
     // A server refuses it at load the same way.
     let engine = osprey::plugin::Engine::new(osprey::plugin::SandboxLimits::default()).unwrap();
     let err = engine.compile("classify-v020", &path).err().expect("refused at load").to_string();
     assert!(err.contains("built for osprey:plugin@0.2.0"), "{err}");
     std::fs::remove_file(path).unwrap();
+}
+
+/// Writes `to` over every `from` in `bytes` (same length); how many there were.
+fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut found = 0;
+    while let Some(at) = bytes.windows(from.len()).position(|w| w == from) {
+        bytes[at..at + to.len()].copy_from_slice(to);
+        found += 1;
+    }
+    found
+}
+
+/// A shipped plugin made into one built for osprey:plugin@0.1.0: every
+/// name of the world at 0.1.0, and no `settings` export (renamed out of the
+/// world). This host (0.1.1) still runs it, on a photo, and says its
+/// settings go unchecked before serving.
+#[test]
+fn a_plugin_built_for_0_1_0_without_a_settings_check_still_runs() {
+    let Some(file) = built("yolo.wasm") else { return };
+    let photo = osprey::nn::runtime::cache_dir().join("images/dog.jpg");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/osprey.toml");
+    if !photo.exists() || osprey::config::load(&config).is_err() {
+        eprintln!("skipped: the models or test images are not set up yet (make setup)");
+        return;
+    }
+    let mut bytes = std::fs::read(&file).unwrap();
+    assert!(rename(&mut bytes, b"osprey:plugin/settings@", b"osprey:plugin/zettings@") > 0);
+    for name in ["stage", "types", "imaging", "host", "zettings"] {
+        let from = format!("osprey:plugin/{name}@0.1.1");
+        rename(&mut bytes, from.as_bytes(), from.replace("0.1.1", "0.1.0").as_bytes());
+    }
+    let path = temp("v010.wasm", &bytes);
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+    assert!(out.contains("osprey:plugin/stage@0.1.0") && out.contains("imports   ") && out.contains("osprey:plugin/types@0.1.0"), "{out}");
+    assert!(out.contains("settings  not checked before serving"), "{out}");
+    // A misspelt setting is not caught before the run; the run itself refuses it.
+    let run = |settings: &str| {
+        Command::new(env!("CARGO_BIN_EXE_osprey"))
+            .args(["plugin", "run"])
+            .arg(&path)
+            .arg("--image")
+            .arg(&photo)
+            .args(["--before", "image-prep", "--settings", settings])
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = run("model = \"yolov5s\"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"dog\""), "{stdout}");
+    let out = run("cof = 0.5");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("unknown field `cof`") && !stderr.contains("refuses its settings"), "{stderr}");
+    std::fs::remove_file(path).unwrap();
+}
+
+/// `osprey check` asks each stage's plugin about its settings: a misspelt
+/// one fails with the config's file, line and column, before anything serves.
+#[test]
+fn osprey_check_finds_a_misspelt_setting_where_the_config_writes_it() {
+    let Some(_) = built("yolo.wasm") else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let good = std::fs::read_to_string(dir.join("osprey.toml")).unwrap();
+    let bad = good.replace("max_det = 300", "max_dets = 300");
+    assert_ne!(good, bad, "the default config's YOLO stage has max_det");
+    // Beside the default config, so its relative paths hold; named per process.
+    let path = dir.join(format!(".check-misspelt-{}.toml", std::process::id()));
+    std::fs::write(&path, &bad).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_osprey")).args(["check", "--config"]).arg(&path).env("RUST_BACKTRACE", "0").output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let line = bad.lines().position(|l| l.contains("max_dets")).unwrap() + 1;
+    let at = format!("{}:{line}:", path.display());
+    assert!(stderr.contains(&at), "{at} in: {stderr}");
+    assert!(stderr.contains("route POST /v1/detect: stage 2: plugin 'yolo' refuses its settings: settings: `max_dets`: unknown field `max_dets`"), "{stderr}");
+    assert!(!stderr.contains("at line 1 column"), "no position in the JSON text the author never wrote: {stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_osprey")).args(["check", "--config"]).arg(dir.join("osprey.toml")).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("every stage's settings accepted"), "{out:?}");
 }
 
 #[test]

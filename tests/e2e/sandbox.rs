@@ -28,6 +28,25 @@ fn expect(path: &str, status: u16, code: &str, says: &str) {
     assert_eq!(answer["detections"][0]["label"], "cat");
 }
 
+/// A plugin's own check of its settings (asked before serving) runs in a
+/// sandbox as `run` does: one that loops is stopped and one that panics is
+/// reported, and either fails the config's check with the stage's place.
+#[test]
+fn a_settings_check_that_loops_or_panics_fails_the_config_check() {
+    let dir = osprey_tests::repo().join("tests/e2e");
+    let text = std::fs::read_to_string(dir.join("sandbox.toml")).unwrap();
+    for (mode, says) in [("loop-in-check", "its check of them ran past 2 s"), ("trap-in-check", "panicking in check on purpose")] {
+        // Beside sandbox.toml, so its relative paths hold.
+        let path = dir.join(format!("{}.toml", osprey_tests::unique_name(&format!(".check-{mode}"))));
+        std::fs::write(&path, text.replace(r#"mode = "trap""#, &format!(r#"mode = "{mode}""#))).unwrap();
+        let started = Instant::now();
+        let err = osprey::cli::check(&path).map(|_| String::new()).unwrap_or_else(|e| e.to_string());
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains(&format!("{}:21:", path.display())) && err.contains("stage 1: plugin 'misbehave'") && err.contains(says), "{mode}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{mode}: stopped, not waited for");
+    }
+}
+
 #[test]
 fn a_panicking_plugin_is_a_500_with_its_message() {
     expect("/t/trap", 500, "plugin_trapped", "panicking on purpose");

@@ -126,6 +126,15 @@ fn admin_api_reports_and_reloads_behind_its_token() {
     assert_eq!((status, r["outcome"].as_str()), (422, Some("rolled_back")), "{r}");
     assert!(r["reason"].as_str().unwrap().contains("osprey.toml:"), "{r}");
     assert_eq!(detect(&server).0, 200);
+
+    // Valid TOML, but a setting the SSD stage does not have: the plugin's own check
+    // refuses it at reload, with where it is written; the old snapshot serves on.
+    write_file(&site.path("osprey.toml"), config.replace("conf = 0.4", "conf = 0.4, cnof = 0.5").as_bytes());
+    let (status, r) = admin(&server, Method::POST, "/admin/reload", Some(TOKEN));
+    assert_eq!((status, r["outcome"].as_str()), (422, Some("rolled_back")), "{r}");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("osprey.toml:") && reason.contains("plugin 'ssd' refuses its settings") && reason.contains("unknown field `cnof`"), "{r}");
+    assert_eq!(detect(&server).0, 200);
     let metrics = reqwest::blocking::get(server.url("/metrics")).unwrap().text().unwrap();
     assert!(metrics.contains("osprey_reload_total{outcome=\"rolled_back\"}"), "{metrics}");
 }

@@ -142,7 +142,8 @@ fn your_first_plugin_in_rust_from_plugin_new_to_an_answer() {
     run(&project, None, "cargo", &["build", "--release", "--target", "wasm32-wasip2"]);
     clock.lap("built");
     let wasm = "target/wasm32-wasip2/release/zone.wasm";
-    assert!(run(&project, None, "osprey", &["plugin", "check", wasm]).contains("fits osprey:plugin@"));
+    let checked = run(&project, None, "osprey", &["plugin", "check", wasm]);
+    assert!(checked.contains("fits osprey:plugin@") && checked.contains("settings  checked by the plugin"), "{checked}");
     let ran = run(&project, None, "osprey", &["plugin", "run", wasm, "--image", "../dog.jpg", "--before", "image-prep,yolo", "--settings", "zone = [0, 0, 384, 576]", "--config", "../osprey.toml"]);
     assert_zone_answer(&printed_json(&ran), "zone");
     clock.lap("ran on a photo");
@@ -200,7 +201,16 @@ fn your_first_plugin_in_python_from_plugin_new_to_an_answer() {
     run(&work, None, "osprey", &["plugin", "new", "zone-py", "--lang", "python", "--kind", "post"]);
     clock.lap("scaffolded");
     build_python(&project, &venv, "zone_py", &mut clock);
-    assert!(run(&project, None, "osprey", &["plugin", "check", "zone_py.wasm"]).contains("fits osprey:plugin@"));
+    let checked = run(&project, None, "osprey", &["plugin", "check", "zone_py.wasm"]);
+    assert!(checked.contains("fits osprey:plugin@") && checked.contains("settings  checked by the plugin"), "{checked}");
+    // The Python stage's own `Settings.check`, asked by the host before the run.
+    let misspelt = Command::new(binary())
+        .args(["plugin", "run", "zone_py.wasm", "--image", "../dog.jpg", "--before", "image-prep,yolo", "--settings", "zones = [0, 0, 384, 576]", "--config", "../osprey.toml"])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&misspelt.stderr);
+    assert!(!misspelt.status.success() && said.contains("--settings: plugin 'under-test' refuses its settings: settings: unknown field `zones`"), "{said}");
     let ran = run(&project, None, "osprey", &["plugin", "run", "zone_py.wasm", "--image", "../dog.jpg", "--before", "image-prep,yolo", "--settings", "zone = [0, 0, 384, 576]", "--config", "../osprey.toml"]);
     assert_zone_answer(&printed_json(&ran), "zone-py");
     clock.lap("ran on a photo");

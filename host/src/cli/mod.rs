@@ -54,14 +54,27 @@ pub enum Command {
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let config = crate::config::load(path)?;
     let engine = crate::plugin::Engine::for_server(&config.server)?;
-    let failed: Vec<String> = config
-        .plugins
-        .iter()
-        .filter_map(|p| engine.compile(&p.name, &p.file).err().map(|e| e.to_string()))
-        .collect();
+    let mut compiled = std::collections::HashMap::new();
+    let mut failed = Vec::new();
+    for p in &config.plugins {
+        match engine.compile(&p.name, &p.file) {
+            Ok(plugin) => drop(compiled.insert(p.name.clone(), std::sync::Arc::new(crate::plugin::Plugin { policy: p.policy.clone(), ..plugin }))),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
     if !failed.is_empty() {
         anyhow::bail!("{}: {} of {} plugins cannot be used:\n  {}", path.display(), failed.len(), config.plugins.len(), failed.join("\n  "));
     }
-    println!("{}: ok ({} plugins compiled)", path.display(), config.plugins.len());
+    // Each stage's settings, asked of its plugin (the routes of plugins that all compiled).
+    let refused: Vec<String> = config
+        .routes
+        .iter()
+        .filter_map(|r| crate::chain::check_settings(r, &compiled, &engine).err())
+        .map(|(at, e)| format!("{at}: {e}"))
+        .collect();
+    if !refused.is_empty() {
+        anyhow::bail!("{}", refused.join("\n"));
+    }
+    println!("{}: ok ({} plugins compiled, every stage's settings accepted)", path.display(), config.plugins.len());
     Ok(())
 }

@@ -126,7 +126,7 @@ fn ms(d: Duration) -> f64 {
 /// and one route: `before`, the component, `after`.
 fn chain_config(r: &Run) -> anyhow::Result<Config> {
     let mut config = crate::config::load(&r.config)?;
-    let settings_of = |name: &str| -> anyhow::Result<Map<String, Value>> {
+    let stage_of = |name: &str| -> anyhow::Result<StageDef> {
         anyhow::ensure!(
             config.plugins.iter().any(|p| p.name == name),
             "{}: has no plugin '{name}' (it has: {})",
@@ -134,15 +134,16 @@ fn chain_config(r: &Run) -> anyhow::Result<Config> {
             config.plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
         );
         let used = config.routes.iter().flat_map(|route| &route.stages).find(|s| s.plugin == name);
-        Ok(used.map(|s| s.settings.clone()).unwrap_or_default())
+        let unused = || StageDef { plugin: name.into(), settings: Map::new(), at: format!("{}: plugin '{name}' (no route uses it)", r.config.display()) };
+        Ok(used.cloned().unwrap_or_else(unused))
     };
     let mut stages = Vec::new();
     for name in &r.before {
-        stages.push(StageDef { plugin: name.clone(), settings: settings_of(name)? });
+        stages.push(stage_of(name)?);
     }
-    stages.push(StageDef { plugin: UNDER_TEST.into(), settings: own_settings(&r.settings)? });
+    stages.push(StageDef { plugin: UNDER_TEST.into(), settings: own_settings(&r.settings)?, at: "--settings".into() });
     for name in &r.after {
-        stages.push(StageDef { plugin: name.clone(), settings: settings_of(name)? });
+        stages.push(stage_of(name)?);
     }
     config.plugins.push(PluginDef { name: UNDER_TEST.into(), file: r.file.clone(), policy: Default::default() });
     config.routes = vec![RouteDef {
@@ -189,6 +190,11 @@ fn plugin_check(file: &Path) -> anyhow::Result<()> {
     println!("  compile   {} ms (once per build: servers keep the compiled copy)", r.compile.as_millis());
     println!("  exports   {}", r.exports.join(", "));
     println!("  imports   {}", r.imports.join(", "));
+    let settings = match r.checks_settings {
+        true => "checked by the plugin when a config is checked, started or reloaded (osprey:plugin/settings)",
+        false => "not checked before serving: it exports no osprey:plugin/settings (built for 0.1.0); a wrong one fails per request",
+    };
+    println!("  settings  {settings}");
     println!(
         "  sandbox   {} linear memories (largest starts at {:.1} MiB, capped at {} MiB by plugin_memory_mib), {} tables",
         r.memories,

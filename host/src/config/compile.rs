@@ -440,7 +440,10 @@ fn stage(s: &RawStage, what: &str, raw: &RawConfig, d: &mut Diagnostics<'_>) -> 
         }
     }
     let settings = serde_json::to_value(s.settings.get_ref()).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
-    ok.then(|| StageDef { plugin: plugin.clone(), settings })
+    // Settings left out have no span of their own: the stage's plugin stands for them.
+    let span = if s.settings.span().is_empty() { s.plugin.span() } else { s.settings.span() };
+    let at = format!("{}: {what}", d.place(span));
+    ok.then(|| StageDef { plugin: plugin.clone(), settings, at })
 }
 
 /// `upstream = "POOL"`: a pool of `[upstreams]`, instead of the keys that

@@ -50,12 +50,20 @@ fn render(path: &std::path::Path, diagnostics: &[Diagnostic]) -> String {
 /// Collects diagnostics while validating, turning byte spans into line:column.
 pub struct Diagnostics<'a> {
     text: &'a str,
+    path: &'a Path,
     pub list: Vec<Diagnostic>,
 }
 
 impl<'a> Diagnostics<'a> {
-    pub fn new(text: &'a str) -> Self {
-        Diagnostics { text, list: Vec::new() }
+    pub fn new(text: &'a str, path: &'a Path) -> Self {
+        Diagnostics { text, path, list: Vec::new() }
+    }
+
+    /// `PATH:LINE:COLUMN` of a span: where a value checked later (a stage's
+    /// settings, by its plugin) is reported from.
+    pub fn place(&self, span: Range<usize>) -> String {
+        let (line, column) = line_col(self.text, span.start);
+        format!("{}:{line}:{column}", self.path.display())
     }
 
     pub fn error(&mut self, span: Range<usize>, message: impl fmt::Display, hint: Option<String>) {

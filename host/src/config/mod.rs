@@ -296,6 +296,10 @@ pub struct RouteDef {
 pub struct StageDef {
     pub plugin: String,
     pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Where the stage is written and which it is (`FILE:LINE:COL: route
+    /// POST /v1/detect: stage 2`): what a refusal of its settings by the
+    /// plugin itself, at load, is reported with.
+    pub at: String,
 }
 
 /// A query parameter that overrides one numeric setting of one stage, within bounds.
@@ -320,7 +324,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let mut d = diag::Diagnostics::new(text);
+    let mut d = diag::Diagnostics::new(text, path);
     let invalid = |mut d: diag::Diagnostics<'_>| {
         d.list.sort_by_key(|x| (x.line, x.column));
         ConfigError::Invalid { path: path.to_path_buf(), diagnostics: d.list }

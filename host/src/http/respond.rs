@@ -241,6 +241,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
             PluginError::RemoteFailed(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             PluginError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_trapped"),
             PluginError::OutOfMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_out_of_memory"),
+            PluginError::Settings { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_misconfigured"),
             PluginError::Load { .. } | PluginError::Sandbox(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),
         },
     }

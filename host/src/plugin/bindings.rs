@@ -1,8 +1,10 @@
-//! Host-side bindings of the `osprey:plugin/plugin` world (`wit/`), with
-//! every resource mapped to the host type that backs it.
+//! Host-side bindings of the `osprey:plugin/stage-only` world (`wit/`): what
+//! every plugin of this line exports (`stage`), with every resource mapped
+//! to the host type that backs it. The `settings` export of plugins built
+//! for 0.1.1 and later is looked up by name (`check_settings`).
 
 wasmtime::component::bindgen!({
-    world: "osprey:plugin/plugin",
+    world: "osprey:plugin/stage-only",
     path: "../wit",
     with: {
         "wasi:nn/graph.graph": crate::plugin::wasi_nn::Graph,

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{self, PluginPre};
+use super::bindings::{self, StageOnlyPre as PluginPre};
 use super::store::StoreData;
 use super::PluginError;
 use super::wasi_nn::{HasNn, NnView};
@@ -48,6 +48,9 @@ pub struct Plugin {
     /// sandbox applies it around each call.
     pub policy: crate::config::PluginPolicy,
     pub(crate) pre: PluginPre<StoreData>,
+    /// Its `osprey:plugin/settings` `check` function; `None` for a plugin
+    /// built for osprey:plugin@0.1.0, which has none.
+    pub(crate) settings_check: Option<wasmtime::component::ComponentExportIndex>,
 }
 
 #[derive(Clone)]
@@ -119,7 +122,8 @@ impl Engine {
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("does not fit the osprey:plugin world: {e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| fail(format!("does not export osprey:plugin/stage: {e:#}")))?;
-        Ok(Plugin { name: name.to_string(), path: path.to_path_buf(), sha256, loaded_at: std::time::SystemTime::now(), policy: Default::default(), pre })
+        let settings_check = super::inspect::settings_export(&component);
+        Ok(Plugin { name: name.to_string(), path: path.to_path_buf(), sha256, loaded_at: std::time::SystemTime::now(), policy: Default::default(), pre, settings_check })
     }
 }
 

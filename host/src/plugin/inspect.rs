@@ -57,6 +57,13 @@ pub fn export_problem(engine: &wasmtime::Engine, component: &Component) -> Optio
     }
 }
 
+/// A component's `check` of `osprey:plugin/settings`, found by semver as the
+/// stage is (a 0.1.x plugin's export answers); `None` when it has none.
+pub fn settings_export(component: &Component) -> Option<wasmtime::component::ComponentExportIndex> {
+    let interface = component.get_export_index(None, &format!("osprey:plugin/settings@{}", wit_version()))?;
+    component.get_export_index(Some(&interface), "check")
+}
+
 /// What `osprey plugin check` prints.
 pub struct Report {
     pub bytes: usize,
@@ -67,6 +74,8 @@ pub struct Report {
     pub memories: u32,
     pub initial_memory_bytes: u64,
     pub tables: u32,
+    /// Whether it exports `osprey:plugin/settings` (0.1.1), so its settings are checked before serving.
+    pub checks_settings: bool,
     /// Why it does not fit, when it does not.
     pub problem: Option<String>,
 }
@@ -99,6 +108,7 @@ pub fn inspect(engine: &Engine, bytes: &[u8]) -> Result<Report, String> {
         memories: resources.as_ref().map_or(0, |r| r.num_memories),
         initial_memory_bytes: resources.as_ref().and_then(|r| r.max_initial_memory_size).unwrap_or(0) * 65536,
         tables: resources.as_ref().map_or(0, |r| r.num_tables),
+        checks_settings: settings_export(&component).is_some(),
         problem,
     })
 }
@@ -128,7 +138,7 @@ mod tests {
 
     #[test]
     fn the_host_knows_its_world_version_and_the_semver_rule() {
-        assert_eq!(wit_version(), "0.1.0");
+        assert_eq!(wit_version(), "0.1.1");
         assert!(compatible("0.1.0", "0.1.0"));
         assert!(compatible("0.1.0", "0.1.3"), "a patch of the host runs older plugins of its minor");
         assert!(!compatible("0.1.4", "0.1.3"), "a plugin newer than the host may use what it lacks");

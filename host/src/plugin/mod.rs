@@ -17,7 +17,7 @@ mod store;
 pub mod wasi_nn;
 
 pub use engine::{Engine, Plugin, SandboxLimits};
-pub use sandbox::{Outcome, Sandbox};
+pub use sandbox::{check_settings, Outcome, Sandbox};
 
 use crate::imaging::ImagingError;
 
@@ -49,6 +49,10 @@ pub enum PluginError {
     Stage { plugin: String, kind: StageErrorKind, message: String },
     #[error("plugin '{plugin}' trapped: {why}")]
     Trap { plugin: String, why: String },
+    /// The plugin's own check of a stage's settings refused them (at load,
+    /// never per request).
+    #[error("plugin '{plugin}' refuses its settings: {message}")]
+    Settings { plugin: String, message: String },
     #[error("plugin '{plugin}' ran past {}", which_deadline(.plugin, .own_ms))]
     Deadline { plugin: String, own_ms: Option<u64> },
     #[error("{0}")]

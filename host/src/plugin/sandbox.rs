@@ -119,6 +119,38 @@ impl Sandbox<'_> {
     }
 }
 
+/// How long a plugin's settings check may run: it reads a small JSON object.
+const SETTINGS_CHECK: Duration = Duration::from_secs(2);
+
+/// Asks `plugin` whether `settings` (a JSON object) suit it, in a sandbox of
+/// its own with no models. `Ok` when they do, and when the plugin cannot say
+/// (built for osprey:plugin@0.1.0, which has no `settings` export). Blocking.
+pub fn check_settings(engine: &Engine, plugin: &Plugin, settings: &str) -> Result<(), PluginError> {
+    let Some(check) = &plugin.settings_check else { return Ok(()) };
+    let registry = Arc::new(Registry::default());
+    let deadline = Instant::now() + SETTINGS_CHECK;
+    let data = StoreData::new(NnCtx::new(registry.clone(), Some(deadline)), HostCtx::new(registry, 0), engine.limits.memory_bytes);
+    let mut store = Store::new(&engine.engine, data);
+    store.limiter(|s| &mut s.memory);
+    store.epoch_deadline_trap();
+    apply_policy(&mut store, plugin, engine.limits.memory_bytes, deadline);
+    store.set_epoch_deadline((SETTINGS_CHECK.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1);
+    store.data_mut().host.plugin = plugin.name.clone();
+    let result = plugin.pre.instance_pre().instantiate(&mut store).and_then(|instance| {
+        let check = instance.get_typed_func::<(&str,), (Result<(), String>,)>(&mut store, check)?;
+        let (answer,) = check.call(&mut store, (settings,))?;
+        Ok(answer)
+    });
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(PluginError::Settings { plugin: plugin.name.clone(), message }),
+        Err(trap) if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) => {
+            Err(PluginError::Settings { plugin: plugin.name.clone(), message: format!("its check of them ran past {} s", SETTINGS_CHECK.as_secs()) })
+        }
+        Err(trap) => Err(classify_trap(&store, &plugin.name, None, trap)),
+    }
+}
+
 /// The report fields of the last stage, each checked to be JSON under a name of its own.
 pub fn read_report(plugin: &str, fields: Vec<(String, String)>) -> Result<Vec<(String, serde_json::Value)>, PluginError> {
     let bad = |message: String| PluginError::Stage { plugin: plugin.into(), kind: StageErrorKind::Internal, message };

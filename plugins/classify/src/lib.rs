@@ -51,6 +51,10 @@ impl Settings {
 struct Classify;
 
 impl Stage for Classify {
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
         let outputs = infer(&s.model, take_inputs(&mut frame)?)?;

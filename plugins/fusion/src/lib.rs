@@ -29,6 +29,10 @@ pub use settings::{Method, Settings};
 struct Fusion;
 
 impl Stage for Fusion {
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(frame: Frame, settings: String) -> Result<Frame, StageError> {
         fuse_frame(frame, &Settings::parse(&settings)?)
     }

@@ -156,6 +156,10 @@ impl Settings {
 struct ImagePrep;
 
 impl Stage for ImagePrep {
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
         if frame.image.is_none() && !s.keep_image {

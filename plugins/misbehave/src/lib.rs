@@ -2,7 +2,9 @@
 //! host contains it (a precise error for this request, service for the rest).
 //! Never used by a real route.
 //!
-//! Settings: `{"mode": "trap" | "loop" | "hog" | "bad-tensor" | "wrong-shape" | "pass"}`.
+//! Settings: `{"mode": "trap" | "loop" | "hog" | "bad-tensor" | "wrong-shape" | "pass"}`;
+//! or `"trap-in-check"` / `"loop-in-check"`, which go wrong when the host asks
+//! the plugin to check its settings (at load), not when it runs.
 
 use osprey_plugin_sdk::nn::infer;
 use osprey_plugin_sdk::settings::parse;
@@ -19,7 +21,19 @@ struct Settings {
 
 struct Misbehave;
 
+const MODES: [&str; 6] = ["trap", "loop", "hog", "bad-tensor", "wrong-shape", "pass"];
+
 impl Stage for Misbehave {
+    fn check(settings: &str) -> Result<(), StageError> {
+        let s: Settings = parse(settings)?;
+        match s.mode.as_str() {
+            "trap-in-check" => panic!("misbehave: panicking in check on purpose"),
+            "loop-in-check" => endless(),
+            m if MODES.contains(&m) => Ok(()),
+            other => Err(StageError::bad_settings(format!("settings: `mode` '{other}' is not one of {MODES:?}"))),
+        }
+    }
+
     fn run(frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s: Settings = parse(&settings)?;
         match s.mode.as_str() {

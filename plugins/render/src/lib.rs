@@ -100,6 +100,10 @@ impl Settings {
 struct Render;
 
 impl Stage for Render {
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
         let missing = "render: no image to draw on: the frame has neither `image` nor `input` \

@@ -24,6 +24,11 @@
 //!     fn run(frame: Frame, _settings: String) -> Result<Frame, StageError> {
 //!         Ok(frame)
 //!     }
+//!     // Optional: the host asks before serving a route, so a misspelt
+//!     // setting fails `osprey check` and the reload, not a request.
+//!     fn check(settings: &str) -> Result<(), StageError> {
+//!         osprey_plugin_sdk::settings::parse::<serde_json::Map<_, _>>(settings).map(drop)
+//!     }
 //! }
 //! export_stage!(Noop);
 //! ```
@@ -57,7 +62,22 @@ pub mod bindings {
 #[doc(hidden)]
 pub use wit_bindgen::rt as __rt;
 
-pub use bindings::exports::osprey::plugin::stage::Guest as Stage;
+/// A stage: what a plugin implements, and [`export_stage!`] exports.
+pub trait Stage {
+    /// Runs the stage on `frame` with the route's `settings` (a JSON object,
+    /// overrides applied): the frame for the next stage, or why not.
+    fn run(frame: Frame, settings: String) -> Result<Frame, StageError>;
+
+    /// Whether `settings` (the route's, no overrides) suit this stage; the
+    /// host asks at `osprey check` and before serving a config or a reload,
+    /// and reports a refusal with the config's line and column. Parse them
+    /// as `run` does (`settings::parse` and the range checks); the default
+    /// accepts anything. No models can be loaded here.
+    fn check(settings: &str) -> Result<(), StageError> {
+        let _ = settings;
+        Ok(())
+    }
+}
 pub use bindings::osprey::plugin::host::{self, Level};
 pub use bindings::osprey::plugin::imaging::{
     self, Channels, DecodeLimits, Fit, ImageFormat, Layout, TensorSpec,
@@ -110,16 +130,30 @@ pub fn empty_frame() -> Frame {
 ///
 /// Only wasm builds export anything: a native build of a plugin (its unit
 /// tests, or its `rlib` used by the host's benchmark) has no component host,
-/// and the export names (`osprey:plugin/stage@0.1.0#run`) are not valid
+/// and the export names (`osprey:plugin/stage@0.1.1#run`) are not valid
 /// native linker symbols.
 #[macro_export]
 macro_rules! export_stage {
     ($ty:ident) => {
         #[cfg(target_family = "wasm")]
-        $crate::bindings::__export_world!($ty with_types_in $crate::bindings);
+        const _: () = {
+            impl $crate::bindings::exports::osprey::plugin::stage::Guest for $ty {
+                fn run(frame: $crate::Frame, settings: String) -> Result<$crate::Frame, $crate::StageError> {
+                    <$ty as $crate::Stage>::run(frame, settings)
+                }
+            }
+            impl $crate::bindings::exports::osprey::plugin::settings::Guest for $ty {
+                fn check(settings: String) -> Result<(), String> {
+                    <$ty as $crate::Stage>::check(&settings).map_err(|e| e.message)
+                }
+            }
+            $crate::bindings::__export_world!($ty with_types_in $crate::bindings);
+        };
         // Keeps the stage type "used" natively, where nothing exports it.
         #[cfg(not(target_family = "wasm"))]
-        const _: fn($crate::Frame, String) -> Result<$crate::Frame, $crate::StageError> =
-            <$ty as $crate::Stage>::run;
+        const _: (
+            fn($crate::Frame, String) -> Result<$crate::Frame, $crate::StageError>,
+            fn(&str) -> Result<(), $crate::StageError>,
+        ) = (<$ty as $crate::Stage>::run, <$ty as $crate::Stage>::check);
     };
 }

@@ -20,7 +20,11 @@ pub fn parse<T: DeserializeOwned>(json: &str) -> Result<T, StageError> {
     let de = &mut serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        let inner = e.into_inner().to_string();
+        // serde_json ends with where in the JSON text it stopped ("at line 1
+        // column 34"): text the author never wrote, beside the config's own
+        // line and column the host reports.
+        let inner = inner.rsplit_once(" at line ").map_or(inner.as_str(), |(message, _)| message);
         // At the top level the path is "." and serde's message already says
         // what is wrong (e.g. "unknown field `cof`, expected one of ...").
         if path == "." {

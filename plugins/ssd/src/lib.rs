@@ -110,6 +110,10 @@ impl Heads {
 struct Ssd;
 
 impl Stage for Ssd {
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
         let (placement, source) = require_placement(&frame)?;

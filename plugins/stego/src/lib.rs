@@ -143,6 +143,10 @@ enum Job {
 struct Stego;
 
 impl Stage for Stego {
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
         // Refuse a missing or bad ID before decoding anything.

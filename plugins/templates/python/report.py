@@ -32,6 +32,18 @@ def parse(settings: str) -> dict:
     return {"min_score": min_score}
 
 
+class Settings(exports.Settings):
+    def check(self, settings: str) -> None:
+        # Asked by the host before it serves the route: a wrong setting fails
+        # `osprey check` and the reload, with the config's line and column.
+        try:
+            parse(settings)
+        except Err as e:
+            raise Err(e.value.message)
+        except ValueError as e:  # not JSON at all
+            raise Err(f"settings: {e}")
+
+
 class Stage(exports.Stage):
     def run(self, input: Frame, settings: str) -> Frame:
         s = parse(settings)

@@ -8,7 +8,7 @@ import unittest
 from componentize_py_types import Err
 from wit_world.imports.types import Bbox, Detection, ErrorKind, Frame, Size
 
-from app import Stage
+from app import Settings, Stage
 
 
 def frame(*dets) -> Frame:
@@ -35,6 +35,10 @@ class Test(unittest.TestCase):
             Stage().run(frame(*PHOTO), json.dumps({"zones": [0, 0, 1, 1]}))
         self.assertEqual(e.exception.value.kind, ErrorKind.BAD_SETTINGS)
         self.assertIn("zones", e.exception.value.message)
+        # The host's check before serving says the same.
+        with self.assertRaises(Err) as c:
+            Settings().check(json.dumps({"zones": [0, 0, 1, 1]}))
+        self.assertEqual(c.exception.value, e.exception.value.message)
 
 
 if __name__ == "__main__":

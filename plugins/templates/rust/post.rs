@@ -22,11 +22,25 @@ struct Settings {
     labels: Vec<String>,
 }
 
+impl Settings {
+    /// The settings, each checked: what `run` works with and what `check` answers.
+    fn parse(json: &str) -> Result<Self, StageError> {
+        let s: Settings = parse(json)?;
+        Ok(s)
+    }
+}
+
 struct Plugin;
 
 impl Stage for Plugin {
+    // Asked by the host before it serves the route: a wrong setting fails
+    // `osprey check` and the reload, with the config's line and column.
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
-        let s: Settings = parse(&settings)?;
+        let s = Settings::parse(&settings)?;
         let Some(mut dets) = frame.detections.take() else {
             return Err(StageError::bad_input("no detections in the frame: put a detector (yolo, ssd) before {{name}}"));
         };

@@ -37,13 +37,27 @@ fn max_pixels() -> u64 {
     40_000_000
 }
 
+impl Settings {
+    /// The settings, each checked: what `run` works with and what `check` answers.
+    fn parse(json: &str) -> Result<Self, StageError> {
+        let s: Settings = parse(json)?;
+        check_range("width", s.width, 1, 4096)?;
+        check_range("height", s.height, 1, 4096)?;
+        Ok(s)
+    }
+}
+
 struct Plugin;
 
 impl Stage for Plugin {
+    // Asked by the host before it serves the route: a wrong setting fails
+    // `osprey check` and the reload, with the config's line and column.
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
-        let s: Settings = parse(&settings)?;
-        check_range("width", s.width, 1, 4096)?;
-        check_range("height", s.height, 1, 4096)?;
+        let s = Settings::parse(&settings)?;
         let (image, kept) = take_image(&mut frame, s.max_pixels, "no upload in the frame: {{name}} reads the request body, put it first")?;
         let spec = TensorSpec {
             width: s.width,
@@ -92,6 +106,8 @@ mod tests {
             let e = Plugin::run(FrameBuilder::new().build(), settings.into()).unwrap_err();
             assert_eq!(e.kind, ErrorKind::BadSettings, "{settings}");
             assert!(e.message.contains(name), "{settings}: {}", e.message);
+            // The host's check before serving says the same.
+            assert_eq!(Plugin::check(settings).unwrap_err().message, e.message);
         }
     }
 }

@@ -20,12 +20,26 @@ struct Settings {
     min_score: f32,
 }
 
+impl Settings {
+    /// The settings, each checked: what `run` works with and what `check` answers.
+    fn parse(json: &str) -> Result<Self, StageError> {
+        let s: Settings = parse(json)?;
+        check_range("min_score", s.min_score, 0.0, 1.0)?;
+        Ok(s)
+    }
+}
+
 struct Plugin;
 
 impl Stage for Plugin {
+    // Asked by the host before it serves the route: a wrong setting fails
+    // `osprey check` and the reload, with the config's line and column.
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
-        let s: Settings = parse(&settings)?;
-        check_range("min_score", s.min_score, 0.0, 1.0)?;
+        let s = Settings::parse(&settings)?;
         let Some(dets) = &frame.detections else {
             return Err(StageError::bad_input("no detections in the frame: put a detector (yolo, ssd) before {{name}}"));
         };

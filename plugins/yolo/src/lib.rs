@@ -62,6 +62,10 @@ impl Settings {
 struct Yolo;
 
 impl Stage for Yolo {
+    fn check(settings: &str) -> Result<(), StageError> {
+        Settings::parse(settings).map(drop)
+    }
+
     fn run(mut frame: Frame, settings: String) -> Result<Frame, StageError> {
         let s = Settings::parse(&settings)?;
         let (placement, source) = require_placement(&frame)?;
