@@ -39,7 +39,7 @@ RUN sh deploy/stage-runtime.sh "$ORT" /cache /stage
 
 COPY . .
 RUN rustup target add wasm32-wasip2 \
- && make plugins \
+ && make plugins componentize-py python-plugins \
  && cargo build --release --locked -p osprey
 
 # ---- runtime -----------------------------------------------------------------
@@ -55,7 +55,7 @@ COPY --from=build /src/target/release/osprey /usr/local/bin/osprey
 COPY --from=build /stage/onnxruntime/ /opt/osprey/onnxruntime/
 COPY --from=build /stage/models/ /opt/osprey/models/
 # The plugins that ship (not the test-only `misbehave`).
-COPY --from=build /src/target/wasm32-wasip2/plugin/image_prep.wasm /src/target/wasm32-wasip2/plugin/yolo.wasm /src/target/wasm32-wasip2/plugin/ssd.wasm /src/target/wasm32-wasip2/plugin/classify.wasm /src/target/wasm32-wasip2/plugin/render.wasm /src/target/wasm32-wasip2/plugin/fusion.wasm /src/target/wasm32-wasip2/plugin/stego.wasm /opt/osprey/target/wasm32-wasip2/plugin/
+COPY --from=build /src/target/wasm32-wasip2/plugin/image_prep.wasm /src/target/wasm32-wasip2/plugin/yolo.wasm /src/target/wasm32-wasip2/plugin/ssd.wasm /src/target/wasm32-wasip2/plugin/classify.wasm /src/target/wasm32-wasip2/plugin/render.wasm /src/target/wasm32-wasip2/plugin/fusion.wasm /src/target/wasm32-wasip2/plugin/stego.wasm /src/target/wasm32-wasip2/plugin/zones.wasm /opt/osprey/target/wasm32-wasip2/plugin/
 COPY config/ /opt/osprey/config/
 
 # OSPREY_CACHE mirrors setup's cache layout (onnxruntime/, models/), read-only.

@@ -12,7 +12,7 @@ STEP := scripts/setup-step
 PLUGINS := image-prep yolo ssd classify misbehave fusion stego render
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models crates plugins host componentize-py test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload soak check fuzz
+.PHONY: serve test setup toolchain models crates plugins host componentize-py python-plugins test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload soak check fuzz
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
@@ -21,7 +21,7 @@ test: setup test-deps
 	@echo "osprey-setup: test: cargo test --release --workspace --no-fail-fast (builds the tests, then runs them)"
 	$(CARGO) test --release --workspace --no-fail-fast
 
-setup: toolchain models plugins host componentize-py
+setup: toolchain models plugins host componentize-py python-plugins
 
 # cmake and nasm build the libjpeg-turbo that the host's scaled JPEG decode uses.
 toolchain:
@@ -97,6 +97,19 @@ componentize-py:
 	    -- $(COMPONENTIZE_VENV)/bin/pip install --disable-pip-version-check $(COMPONENTIZE_PIN) && \
 	  echo "$(COMPONENTIZE_PIN)" > $(COMPONENTIZE_VENV)/.stamp; \
 	fi
+
+# The Python plugin that ships (`plugins/zones`, on the default config's
+# /v1/detect/zones), built by componentize-py against this host's wit/. A file
+# target: make rebuilds it only when its source or the world changed.
+ZONES_WASM := target/wasm32-wasip2/plugin/zones.wasm
+
+python-plugins: $(ZONES_WASM)
+
+$(ZONES_WASM): plugins/zones/app.py wit/plugin.wit | componentize-py
+	@mkdir -p $(dir $@)
+	@$(STEP) python-plugins "building the Python plugin plugins/zones with componentize-py (about 25 s; CPython goes inside it)" \
+	  "an error naming app.py is a code problem; 'componentize-py: not found' means the componentize-py step above failed" \
+	  -- sh -c 'cd plugins/zones && $(COMPONENTIZE_VENV)/bin/componentize-py -d ../../wit -w osprey:plugin/plugin componentize app -o ../../$@.tmp && mv ../../$@.tmp ../../$@'
 
 test-deps: test-services browser-deps test-venv
 

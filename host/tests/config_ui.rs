@@ -35,7 +35,7 @@ fn default_config_parses_when_set_up() {
     // The default config names files that `make setup` creates; it must be valid then.
     let path = Path::new("../config/osprey.toml");
     match osprey::config::load(path) {
-        Ok(c) => assert_eq!(c.routes.len(), 8),
+        Ok(c) => assert_eq!(c.routes.len(), 9),
         Err(e) if e.to_string().contains("not found") => {
             eprintln!("skipped: models or plugins not set up yet ({e})")
         }

@@ -16,6 +16,7 @@ mod sandbox;
 mod serving;
 mod shutdown;
 mod video;
+mod zones;
 
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;
