@@ -21,6 +21,7 @@
 //! 3. The shared floor, under every entry point:
 //!    - `route`: an upload through a route: the result cache, a turn to run, the chain, the answer.
 //!    - `state`: `Shared`, what every entry point shares: the snapshot being served, the services.
+//!    - `turns`: turns to run a chain: a line per route served fairly, admission by predicted wait.
 //!    - `http`: the response body, `ServeError`, the one map from errors to HTTP, reading uploads.
 //! 4. Services that outlive a snapshot, each importing only those after it:
 //!    - `upstream`: pools of osprey nodes a gateway forwards routes to; health, retry,
@@ -65,5 +66,6 @@ pub mod snapshot;
 pub mod state;
 pub mod stream;
 pub mod tls;
+pub mod turns;
 pub mod upstream;
 pub mod video;

@@ -165,7 +165,7 @@ pub struct Metrics {
     pub redis_local: Family<LocalLabel, Counter>,
     pub refused_by_deadline: Family<RouteLabel, Counter>,
     pub turn_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub admission_lateness: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub admission_lateness: Family<RouteLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub upstream_tunnels: Family<UpstreamLabel, Gauge>,
     pub upstream_bytes: Family<NodeDirLabels, Counter>,
     pub oip_infer: Family<ModelStatusLabels, Counter>,
@@ -211,7 +211,7 @@ impl Metrics {
             redis_local: Family::default(),
             refused_by_deadline: Family::default(),
             turn_seconds: Gauge::default(),
-            admission_lateness: Gauge::default(),
+            admission_lateness: Family::default(),
             upstream_tunnels: Family::default(),
             upstream_bytes: Family::default(),
             oip_infer: Family::default(),
@@ -253,7 +253,7 @@ impl Metrics {
         r.register("turn_seconds", "The mean time a turn to run a chain is held lately: what admission predicts waits from", m.turn_seconds.clone());
         r.register(
             "admission_lateness",
-            "How much longer waits for a turn lately were than the holds predicted (1: as predicted); admission scales its predictions by it",
+            "How much longer waits for a turn lately were than the holds predicted (1: as predicted), by route; admission scales its predictions by it",
             m.admission_lateness.clone(),
         );
         r.register("upstream_tunnels", "Nodes connected to a pool over tunnels they dialled", m.upstream_tunnels.clone());

@@ -5,7 +5,6 @@
 //! when none does.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use crate::plugin::sandbox::{Branch, Size, Start};
 use crate::plugin::{Blob, Outcome, PluginError};
 use crate::snapshot::{Route, Snapshot};
 use crate::state::Shared;
+use crate::turns::Refused;
 use crate::upstream::Outgoing;
 
 /// Whether the answer came from the cache, for `x-osprey-cache`.
@@ -180,63 +180,19 @@ async fn forward(shared: &Shared, route: &Route, pool: &str, ask: Ask, deadline:
     Ok(Answer::Forwarded(crate::upstream::forward(&pool, &out, deadline).await?))
 }
 
-/// A turn to run a chain, held until dropped; how long it was held is
-/// what admission predicts the next waits from.
-struct Turn<'a> {
-    // Declared first so it is dropped first: the hold is recorded before the
-    // slot is free for the next request.
-    _running: crate::state::Running<'a>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// The share of its deadline left a waiting request's predicted answer must fit in.
-const HEADROOM: f64 = 0.8;
-
-/// A turn to run a chain: at once when one is free, after waiting behind
-/// earlier requests otherwise. Refused at once (429) when too many wait
+/// A turn to run a chain (`turns`): at once when one is free, after waiting
+/// in the route's line otherwise. Refused at once (429) when too many wait
 /// already, or (503) when the predicted wait and run would pass the deadline
 /// left: waiting for a 504 only holds a connection and a queue place.
-async fn take_turn<'a>(shared: &'a Shared, server: &crate::config::ServerSettings, route: &'a str, left: Duration) -> Result<Turn<'a>, ServeError> {
-    let turn = |permit| Turn { _running: shared.admission.start(route), _permit: permit };
-    if let Ok(permit) = shared.inflight.clone().try_acquire_owned() {
-        return Ok(turn(permit));
-    }
-    let waiting = shared.waiting.fetch_add(1, Ordering::SeqCst);
-    let _leave = scopeguard(|| shared.waiting.fetch_sub(1, Ordering::SeqCst));
-    if waiting >= server.max_waiting {
-        return Err(ServeError::Overloaded(format!("{waiting} requests are waiting already; retry shortly")));
-    }
-    let place = shared.admission.wait(route, server.max_inflight);
-    if let Some((wait, answer)) = shared.admission.predicted(&place) {
-        // Under steady overload the queue grows until predictions reach the
-        // bound, so the requests let in are those predicted just inside it,
-        // and any error makes them late: a 30-minute soak of every route
-        // bounded at the deadline itself got 504s on 18 % of the
-        // classifications it let in. The bound is a fifth inside the deadline.
-        let bound = left.mul_f64(HEADROOM);
-        if answer > bound {
+async fn take_turn(shared: &Shared, server: &crate::config::ServerSettings, route: &str, left: Duration) -> Result<crate::turns::Turn, ServeError> {
+    shared.turns.take(route, left, server.max_waiting).await.map_err(|refused| match refused {
+        Refused::Full { waiting } => ServeError::Overloaded(format!("{waiting} requests are waiting already; retry shortly")),
+        Refused::WouldMiss { wait, answer, bound } => {
             crate::metrics::global().refused_by_deadline.get_or_create(&RouteLabel { route: route.to_string() }).inc();
-            return Err(ServeError::WouldMissDeadline { wait, answer, bound });
+            ServeError::WouldMissDeadline { wait, answer, bound }
         }
-    }
-    match tokio::time::timeout(left, shared.inflight.clone().acquire_owned()).await {
-        Ok(permit) => {
-            place.served();
-            Ok(turn(permit.expect("the semaphore is never closed")))
-        }
-        Err(_) => Err(ServeError::Deadline(left)),
-    }
-}
-
-/// Runs `f` when dropped: the waiting count goes down however the wait ends.
-fn scopeguard<F: FnMut() -> usize>(f: F) -> impl Drop {
-    struct Guard<F: FnMut() -> usize>(F);
-    impl<F: FnMut() -> usize> Drop for Guard<F> {
-        fn drop(&mut self) {
-            (self.0)();
-        }
-    }
-    Guard(f)
+        Refused::Deadline(left) => ServeError::Deadline(left),
+    })
 }
 
 /// Runs the chain (after the branches' chains, for a route with branches) on

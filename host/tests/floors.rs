@@ -11,7 +11,7 @@ use std::path::Path;
 const FLOORS: &[(&[&str], bool)] = &[
     (&["fuzzing", "cli", "client", "server"], true),
     (&["oip", "video", "stream", "reload"], false),
-    (&["route", "state", "http"], true),
+    (&["route", "state", "turns", "http"], true),
     (&["upstream", "cache", "tls", "audit"], true),
     (&["snapshot", "chain", "plugin", "imaging"], true),
     (&["config", "ratelimit", "redis", "nn", "metrics"], true),

@@ -28,6 +28,10 @@ pub enum OipError {
     /// A tensor of the request does not fit the model: name, type, shape or data.
     #[error("input '{input}': {why}")]
     BadInput { input: String, why: String },
+    /// No turn to run now: too many wait, or the predicted wait would pass
+    /// the deadline (`turns`); retry after `retry_after_s`.
+    #[error("{why}")]
+    Busy { why: String, retry_after_s: u64 },
     #[error("the server's deadline of {0} ms passed before the model answered")]
     Deadline(u128),
     #[error(transparent)]
@@ -55,6 +59,7 @@ impl OipError {
             // What ONNX Runtime refuses about a tensor is the client's to fix.
             OipError::Model(NnError::InvalidTensor(_)) => StatusCode::BAD_REQUEST,
             OipError::Deadline(_) | OipError::Model(NnError::Deadline { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            OipError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // A full queue is overload, not failure: 503 sends a gateway's
             // retry to another node (a remote model's front retries on 503).
             OipError::Model(NnError::Unavailable { .. } | NnError::QueueFull { .. }) => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,6 +82,9 @@ pub fn response(e: &OipError) -> Response<Body> {
         if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
             resp.headers_mut().insert(ALLOW, v);
         }
+    }
+    if let OipError::Busy { retry_after_s, .. } = e {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
     }
     resp
 }

@@ -20,8 +20,14 @@ use super::wire::{self, InferRequest, InferResponse, OutputSize, ResponseOutput}
 use crate::nn::{Model, Tensor};
 use crate::http::respond::Body;
 use crate::snapshot::Snapshot;
+use crate::turns::{Refused, Turns};
 
-pub async fn infer(snapshot: Arc<Snapshot>, model: Arc<Model>, req: Request<Incoming>) -> Result<Response<Body>, OipError> {
+/// The run takes a turn like a route's chain does, in a line of its own per
+/// model (`/v2/models/NAME/infer`): OIP calls share the cores and the models
+/// with the routes, and a 10-minute soak of every route with 6 OIP
+/// connections beside them, when OIP held no turn, saw the routes on the
+/// same model wait behind OIP's runs and were refused 99 % of the time.
+pub async fn infer(turns: &Arc<Turns>, snapshot: Arc<Snapshot>, model: Arc<Model>, req: Request<Incoming>) -> Result<Response<Body>, OipError> {
     let settings = &snapshot.config.server;
     let (parts, body) = req.into_parts();
     let header_length = match parts.headers.get(HEADER_LENGTH) {
@@ -33,7 +39,20 @@ pub async fn infer(snapshot: Arc<Snapshot>, model: Arc<Model>, req: Request<Inco
     let deadline = budget.map_or(settings.deadline, |b| b.min(settings.deadline));
     let until = Instant::now() + deadline;
     let body = super::body::read(&parts.headers, body, settings.max_body_bytes, settings.body_pace).await?;
-    let task = tokio::task::spawn_blocking(move || answer(&model, body, header_length.as_deref(), until));
+    let line = format!("/v2/models/{}/infer", model.name());
+    let turn = turns.take(&line, until.saturating_duration_since(Instant::now()), settings.max_waiting).await.map_err(|refused| match refused {
+        Refused::Full { waiting } => OipError::Busy { why: format!("{waiting} requests are waiting already; retry shortly"), retry_after_s: 1 },
+        Refused::WouldMiss { wait, answer, bound } => OipError::Busy {
+            why: format!("the predicted wait ({} ms) and run would end in {} ms, past the {} ms this deadline allows", wait.as_millis(), answer.as_millis(), bound.as_millis()),
+            retry_after_s: wait.as_secs().max(1),
+        },
+        Refused::Deadline(_) => OipError::Deadline(deadline.as_millis()),
+    })?;
+    // The turn goes with the run: it is held as long as the cores are.
+    let task = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        answer(&model, body, header_length.as_deref(), until)
+    });
     // A model run cannot be interrupted: past the deadline the client gets its
     // 504 now, and the blocking task's result is dropped when it ends.
     match tokio::time::timeout_at(until.into(), task).await {

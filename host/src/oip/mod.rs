@@ -30,16 +30,17 @@ use crate::nn::{Model, Registry};
 use crate::http::respond::Body;
 use crate::http::ServeError;
 use crate::snapshot::Snapshot;
+use crate::state::Shared;
 pub use error::OipError;
 pub use infer::answer;
 
 /// Answers a request under `/v2`. Every failure is answered here in the
 /// protocol's own error format, so this never returns `Err`.
-pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Result<Response<Body>, ServeError> {
-    Ok(dispatch(snapshot, req).await.unwrap_or_else(|e| error::response(&e)))
+pub async fn handle(shared: &Shared, snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Result<Response<Body>, ServeError> {
+    Ok(dispatch(shared, snapshot, req).await.unwrap_or_else(|e| error::response(&e)))
 }
 
-async fn dispatch(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Result<Response<Body>, OipError> {
+async fn dispatch(shared: &Shared, snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Result<Response<Body>, OipError> {
     let path = req.uri().path().to_string();
     let endpoint = parse(&path).ok_or_else(|| OipError::NoEndpoint(path.clone()))?;
     check_method(req.method(), &endpoint, &path)?;
@@ -55,7 +56,7 @@ async fn dispatch(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Result<Res
                 ModelOp::Ready => Ok(metadata::model_ready(&model)),
                 ModelOp::Infer => {
                     let name = model.name().to_string();
-                    let result = infer::infer(snapshot.clone(), model, req).await;
+                    let result = infer::infer(&shared.turns, snapshot.clone(), model, req).await;
                     let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status()).as_u16();
                     crate::metrics::global().oip_infer.get_or_create(&crate::metrics::ModelStatusLabels { model: name, status }).inc();
                     result

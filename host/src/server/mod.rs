@@ -236,7 +236,7 @@ async fn handle(rooms: &Rooms, req: Request<Incoming>, peer: std::net::SocketAdd
         Ok(Target::Ready) => Ok(ready(&snapshot, shared)),
         Ok(Target::Metrics) => Ok(respond::metrics(crate::metrics::global().encode())),
         Ok(Target::Admin(op)) => admin::handle(shared, &rooms.streams, op, &req).await,
-        Ok(Target::Oip) => crate::oip::handle(snapshot.clone(), req).await,
+        Ok(Target::Oip) => crate::oip::handle(shared, snapshot.clone(), req).await,
         Ok(Target::Page(file)) => Ok(page::serve(file)),
         Ok(Target::Stream(op)) => crate::stream::handle(shared, &rooms.streams, snapshot.clone(), op, req, peer).await,
         Ok(Target::Video(op)) => video::handle(shared, &rooms.videos, snapshot.clone(), op, req, peer).await,
