@@ -55,6 +55,17 @@ fn a_plugin_for_another_world_version_is_refused_naming_the_version_needed() {
     std::fs::remove_file(path).unwrap();
 }
 
+/// dog.jpg and the default config, once `make setup` has made what they need.
+fn photo_and_config() -> Option<(PathBuf, PathBuf)> {
+    let photo = osprey::nn::runtime::cache_dir().join("images/dog.jpg");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/osprey.toml");
+    if !photo.exists() || osprey::config::load(&config).is_err() {
+        eprintln!("skipped: the models or test images are not set up yet (make setup)");
+        return None;
+    }
+    Some((photo, config))
+}
+
 /// Writes `to` over every `from` in `bytes` (same length); how many there were.
 fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
     assert_eq!(from.len(), to.len());
@@ -73,12 +84,7 @@ fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
 #[test]
 fn a_plugin_built_for_0_1_0_without_a_settings_check_still_runs() {
     let Some(file) = built("yolo.wasm") else { return };
-    let photo = osprey::nn::runtime::cache_dir().join("images/dog.jpg");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/osprey.toml");
-    if !photo.exists() || osprey::config::load(&config).is_err() {
-        eprintln!("skipped: the models or test images are not set up yet (make setup)");
-        return;
-    }
+    let Some((photo, config)) = photo_and_config() else { return };
     let mut bytes = std::fs::read(&file).unwrap();
     assert!(rename(&mut bytes, b"osprey:plugin/settings@", b"osprey:plugin/zettings@") > 0);
     for name in ["stage", "types", "imaging", "host", "zettings"] {
@@ -156,12 +162,7 @@ fn a_core_module_or_garbage_is_refused_with_what_to_do() {
 #[test]
 fn plugin_run_answers_a_photo_without_a_server() {
     let Some(file) = built("yolo.wasm") else { return };
-    let photo = osprey::nn::runtime::cache_dir().join("images/dog.jpg");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/osprey.toml");
-    if !photo.exists() || osprey::config::load(&config).is_err() {
-        eprintln!("skipped: the models or test images are not set up yet (make setup)");
-        return;
-    }
+    let Some((photo, config)) = photo_and_config() else { return };
     let out = Command::new(env!("CARGO_BIN_EXE_osprey"))
         .args(["plugin", "run"])
         .arg(&file)

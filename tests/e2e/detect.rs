@@ -105,5 +105,5 @@ fn health_and_readiness() {
     let (status, ready) = read(client().get(server.url("/readyz")).send().unwrap());
     assert_eq!(status, 200);
     assert_eq!(ready["models"].as_array().unwrap().len(), 3, "{ready}");
-    assert_eq!(ready["plugins"].as_array().unwrap().len(), 7, "{ready}");
+    assert_eq!(ready["plugins"].as_array().unwrap().len(), 8, "{ready}");
 }
