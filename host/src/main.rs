@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    osprey::nn::runtime::limit_allocator_arenas();
     let config = config::load(path)?;
     let watch = config.admin.watch;
     let addr = listen.unwrap_or(config.server.listen);
