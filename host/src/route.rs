@@ -186,7 +186,7 @@ async fn forward(shared: &Shared, route: &Route, pool: &str, ask: Ask, deadline:
 /// left: waiting for a 504 only holds a connection and a queue place.
 async fn take_turn(shared: &Shared, server: &crate::config::ServerSettings, route: &str, left: Duration) -> Result<crate::turns::Turn, ServeError> {
     shared.turns.take(route, left, server.max_waiting).await.map_err(|refused| match refused {
-        Refused::Full { waiting } => ServeError::Overloaded(format!("{waiting} requests are waiting already; retry shortly")),
+        Refused::Full { .. } => ServeError::Overloaded(refused.to_string()),
         Refused::WouldMiss { wait, answer, bound } => {
             crate::metrics::global().refused_by_deadline.get_or_create(&RouteLabel { route: route.to_string() }).inc();
             ServeError::WouldMissDeadline { wait, answer, bound }

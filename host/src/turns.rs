@@ -52,14 +52,17 @@ const LATENESS: (u64, u64) = (500, 4000);
 /// about eight turns, and one slow request moves it by an eighth.
 const NEW_SAMPLE: f64 = 1.0 / 8.0;
 
-/// Why a request got no turn.
-#[derive(Debug)]
+/// Why a request got no turn; its words are what the client is told.
+#[derive(Debug, thiserror::Error)]
 pub enum Refused {
     /// `max_waiting` requests wait already.
+    #[error("{waiting} requests are waiting already; retry shortly")]
     Full { waiting: usize },
     /// Its predicted wait and run would pass the bound its deadline leaves.
+    #[error("the predicted wait ({} ms) and run would end in {} ms, past the {} ms this deadline allows", .wait.as_millis(), .answer.as_millis(), .bound.as_millis())]
     WouldMiss { wait: Duration, answer: Duration, bound: Duration },
     /// Its deadline passed while it waited.
+    #[error("the deadline of {} ms passed while waiting for a turn", .0.as_millis())]
     Deadline(Duration),
 }
 
@@ -138,11 +141,6 @@ impl Turns {
     fn figures(&self, route: &str) -> Figures {
         let own = self.by_route.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied();
         own.unwrap_or(Figures { hold_us: self.hold_us.load(Ordering::Acquire), spread_us: 0, late_permille: 1000 })
-    }
-
-    /// Requests waiting for a turn now.
-    pub fn waiting(&self) -> usize {
-        self.queue().waiting
     }
 
     /// A turn for a request of `route` with `left` of its deadline: at once
@@ -253,15 +251,6 @@ impl Turns {
         }
     }
 
-    /// How much longer than the holds predict `route`'s waits have lately been (1.0: as predicted).
-    pub fn lateness(&self, route: &str) -> f64 {
-        self.figures(route).late_permille as f64 / 1000.0
-    }
-
-    /// The mean hold of `route`'s turns; the mean of all turns while it has had none.
-    pub fn hold_of(&self, route: &str) -> Option<Duration> {
-        Some(self.figures(route).hold_us).filter(|us| *us > 0).map(Duration::from_micros)
-    }
 }
 
 /// Takes a waiter out of its line when its wait ends without a turn.
@@ -398,13 +387,13 @@ mod tests {
             async move { t.take("/a", Duration::from_millis(300), 8).await.map(drop) }
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert_eq!(t.waiting(), 1);
+        assert_eq!(t.queue().waiting, 1);
         assert!(matches!(waiting.await.unwrap(), Err(Refused::Deadline(_))));
-        assert_eq!(t.waiting(), 0, "a waiter whose deadline passed left its line");
+        assert_eq!(t.queue().waiting, 0, "a waiter whose deadline passed left its line");
         drop((a, b));
         assert_eq!(t.queue().free, 2);
         assert!(t.queue().running.is_empty());
-        assert!(t.hold_of("/a").is_some(), "the two turns were recorded");
+        assert!(t.figures("/a").hold_us > 0, "the two turns were recorded");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -419,7 +408,7 @@ mod tests {
         tokio::task::yield_now().await;
         tasks.extend(waiters(&t, "/light", 12, &order));
         tokio::task::yield_now().await;
-        assert_eq!(t.waiting(), 14);
+        assert_eq!(t.queue().waiting, 14);
         drop(first);
         for task in tasks {
             task.await.unwrap();
@@ -454,7 +443,7 @@ mod tests {
         // 2 s wait + 0.1 s run do not fit in 4/5 of 2.5 s.
         let Err(Refused::WouldMiss { wait, answer, bound }) = t.take("/light", Duration::from_millis(2500), 100).await else { panic!("admitted") };
         assert_eq!((answer - wait, bound), (Duration::from_millis(100), Duration::from_secs(2)));
-        assert_eq!(t.waiting(), 3, "a refused request never waited");
+        assert_eq!(t.queue().waiting, 3, "a refused request never waited");
         assert!(matches!(t.take("/x", Duration::from_secs(1), 3).await, Err(Refused::Full { waiting: 3 })));
     }
 
@@ -465,9 +454,9 @@ mod tests {
         for _ in 0..30 {
             t.learn("/a", Duration::from_millis(10), Duration::from_millis(40));
         }
-        let late = t.lateness("/a");
+        let late = t.figures("/a").late_permille as f64 / 1000.0;
         assert!((3.5..=4.0).contains(&late), "four times later than the holds say, at most: {late}");
-        assert_eq!(t.lateness("/b"), 1.0, "another route's predictions are its own");
+        assert_eq!(t.figures("/b").late_permille, 1000, "another route's predictions are its own");
     }
 
     #[test]

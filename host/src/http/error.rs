@@ -16,7 +16,7 @@ pub enum ServeError {
     RateLimited(Duration),
     #[error("overloaded: {0}")]
     Overloaded(String),
-    /// `bound`: four fifths of what the deadline leaves (`route::HEADROOM`).
+    /// `bound`: four fifths of what the deadline leaves (`turns::HEADROOM`).
     #[error("overloaded: this request would be answered in about {} ms, past the {} ms it is given (four fifths of what its deadline leaves); retry later", .answer.as_millis(), .bound.as_millis())]
     WouldMissDeadline { wait: Duration, answer: Duration, bound: Duration },
     #[error("method not allowed here; allowed: {}", .0.join(", "))]

@@ -142,6 +142,11 @@ fn forwarded(f: Forwarded) -> Response<Body> {
     resp
 }
 
+/// `Retry-After` for a predicted wait: whole seconds, rounded up, at least one.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// Status, code and message for every error a request can end in.
 pub fn error(e: &ServeError) -> Response<Body> {
     let (status, _) = status_of(e);
@@ -155,7 +160,7 @@ pub fn error(e: &ServeError) -> Response<Body> {
         ServeError::Video(VideoError::Busy { .. }) | ServeError::Stream(StreamError::Busy { .. } | StreamError::NoPort { .. }) => Some(5),
         // Health checks run every second or so: a node may be back by then.
         ServeError::Upstream(UpstreamError::NoHealthyNode { .. } | UpstreamError::Unknown(_)) | ServeError::Plugin(PluginError::ModelUnavailable(_)) => Some(1),
-        ServeError::RateLimited(wait) | ServeError::WouldMissDeadline { wait, .. } => Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
+        ServeError::RateLimited(wait) | ServeError::WouldMissDeadline { wait, .. } => Some(retry_after_secs(*wait)),
         _ => None,
     };
     if let Some(secs) = retry {

@@ -41,11 +41,8 @@ pub async fn infer(turns: &Arc<Turns>, snapshot: Arc<Snapshot>, model: Arc<Model
     let body = super::body::read(&parts.headers, body, settings.max_body_bytes, settings.body_pace).await?;
     let line = format!("/v2/models/{}/infer", model.name());
     let turn = turns.take(&line, until.saturating_duration_since(Instant::now()), settings.max_waiting).await.map_err(|refused| match refused {
-        Refused::Full { waiting } => OipError::Busy { why: format!("{waiting} requests are waiting already; retry shortly"), retry_after_s: 1 },
-        Refused::WouldMiss { wait, answer, bound } => OipError::Busy {
-            why: format!("the predicted wait ({} ms) and run would end in {} ms, past the {} ms this deadline allows", wait.as_millis(), answer.as_millis(), bound.as_millis()),
-            retry_after_s: wait.as_secs().max(1),
-        },
+        Refused::Full { .. } => OipError::Busy { why: refused.to_string(), retry_after_s: 1 },
+        Refused::WouldMiss { wait, .. } => OipError::Busy { why: refused.to_string(), retry_after_s: crate::http::respond::retry_after_secs(wait) },
         Refused::Deadline(_) => OipError::Deadline(deadline.as_millis()),
     })?;
     // The turn goes with the run: it is held as long as the cores are.
