@@ -164,6 +164,7 @@ pub struct Metrics {
     pub redis_up: Family<UrlLabel, Gauge>,
     pub redis_local: Family<LocalLabel, Counter>,
     pub refused_by_deadline: Family<RouteLabel, Counter>,
+    pub refused_late: Family<RouteLabel, Counter>,
     pub turn_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub admission_lateness: Family<RouteLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub upstream_tunnels: Family<UpstreamLabel, Gauge>,
@@ -210,6 +211,7 @@ impl Metrics {
             redis_up: Family::default(),
             redis_local: Family::default(),
             refused_by_deadline: Family::default(),
+            refused_late: Family::default(),
             turn_seconds: Gauge::default(),
             admission_lateness: Family::default(),
             upstream_tunnels: Family::default(),
@@ -250,6 +252,7 @@ impl Metrics {
         r.register("redis_up", "1 while Redis answers, 0 while this host serves from its own cache and token buckets", m.redis_up.clone());
         r.register("redis_local", "Cache lookups and token-bucket checks served locally because Redis was down, by use", m.redis_local.clone());
         r.register("admission_refused", "Requests refused at once because their predicted wait and run would pass their deadline, by route", m.refused_by_deadline.clone());
+        r.register("admission_late", "Requests that waited for a turn and got none in time to finish: refused (503) unstarted, by route", m.refused_late.clone());
         r.register("turn_seconds", "The mean time a turn to run a chain is held lately: what admission predicts waits from", m.turn_seconds.clone());
         r.register(
             "admission_lateness",

@@ -183,7 +183,9 @@ async fn forward(shared: &Shared, route: &Route, pool: &str, ask: Ask, deadline:
 /// A turn to run a chain (`turns`): at once when one is free, after waiting
 /// in the route's line otherwise. Refused at once (429) when too many wait
 /// already, or (503) when the predicted wait and run would pass the deadline
-/// left: waiting for a 504 only holds a connection and a queue place.
+/// left: waiting for a 504 only holds a connection and a queue place. A
+/// request whose turn comes too late to finish (or never) is refused then
+/// (503), unstarted: 504 is left for a run that started in time and overran.
 async fn take_turn(shared: &Shared, server: &crate::config::ServerSettings, route: &str, left: Duration) -> Result<crate::turns::Turn, ServeError> {
     shared.turns.take(route, left, server.max_waiting).await.map_err(|refused| match refused {
         Refused::Full { .. } => ServeError::Overloaded(refused.to_string()),
@@ -191,7 +193,10 @@ async fn take_turn(shared: &Shared, server: &crate::config::ServerSettings, rout
             crate::metrics::global().refused_by_deadline.get_or_create(&RouteLabel { route: route.to_string() }).inc();
             ServeError::WouldMissDeadline { wait, answer, bound }
         }
-        Refused::Deadline(left) => ServeError::Deadline(left),
+        Refused::NotInTime { .. } => {
+            crate::metrics::global().refused_late.get_or_create(&RouteLabel { route: route.to_string() }).inc();
+            ServeError::NotInTime(refused.to_string())
+        }
     })
 }
 

@@ -61,9 +61,11 @@ pub enum Refused {
     /// Its predicted wait and run would pass the bound its deadline leaves.
     #[error("the predicted wait ({} ms) and run would end in {} ms, past the {} ms this deadline allows", .wait.as_millis(), .answer.as_millis(), .bound.as_millis())]
     WouldMiss { wait: Duration, answer: Duration, bound: Duration },
-    /// Its deadline passed while it waited.
-    #[error("the deadline of {} ms passed while waiting for a turn", .0.as_millis())]
-    Deadline(Duration),
+    /// Its deadline passed while it waited, or what was left of it when its
+    /// turn came could not cover its route's run (mean plus twice the
+    /// deviation): it was never started.
+    #[error("it waited {} ms for a turn, and the {} ms left of its deadline could not cover a run of about {} ms; it was not started", .waited.as_millis(), .left.as_millis(), .run.as_millis())]
+    NotInTime { waited: Duration, left: Duration, run: Duration },
 }
 
 /// A route's figures: its mean hold and their mean deviation, and how much
@@ -117,6 +119,14 @@ pub struct Turn {
     since: Instant,
     /// False for a turn granted to a waiter that had gone: it was never held.
     live: bool,
+}
+
+impl Turn {
+    /// Hands the turn on without using it: nothing ran, so no hold is recorded.
+    fn unused(mut self) {
+        self.live = false;
+        self.turns.pass_on(self.key);
+    }
 }
 
 impl Drop for Turn {
@@ -179,15 +189,24 @@ impl Turns {
         };
         // However the wait ends, the waiter leaves its line (a no-op once granted).
         let _leave = Leave { turns: self, route, key };
+        let run = Duration::from_micros(figures.hold_us + 2 * figures.spread_us);
+        let not_in_time = |left_now| Refused::NotInTime { waited: now.elapsed(), left: left_now, run };
         match tokio::time::timeout(left, grant).await {
             Ok(Ok(turn)) => {
                 if let Some(predicted) = predicted {
                     self.learn(route, predicted, now.elapsed());
                 }
+                // A run that cannot end in time would only hold the cores for
+                // a 504: the turn goes to the next waiter instead.
+                let left_now = left.saturating_sub(now.elapsed());
+                if left_now < run {
+                    turn.unused();
+                    return Err(not_in_time(left_now));
+                }
                 Ok(turn)
             }
             // The sender is only dropped with the line: never while a waiter is in it.
-            Ok(Err(_)) | Err(_) => Err(Refused::Deadline(left)),
+            Ok(Err(_)) | Err(_) => Err(not_in_time(Duration::ZERO)),
         }
     }
 
@@ -388,12 +407,34 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(t.queue().waiting, 1);
-        assert!(matches!(waiting.await.unwrap(), Err(Refused::Deadline(_))));
+        assert!(matches!(waiting.await.unwrap(), Err(Refused::NotInTime { .. })));
         assert_eq!(t.queue().waiting, 0, "a waiter whose deadline passed left its line");
         drop((a, b));
         assert_eq!(t.queue().free, 2);
         assert!(t.queue().running.is_empty());
         assert!(t.figures("/a").hold_us > 0, "the two turns were recorded");
+    }
+
+    #[tokio::test]
+    async fn a_turn_that_comes_too_late_to_finish_is_passed_on_unused() {
+        let t = Turns::new(1);
+        record(&t, "/a", 100, 20);
+        let held = t.take("/a", Duration::from_secs(1), 8).await.unwrap();
+        // Predicted: 100 ms wait + 100 ms run, within 4/5 of 300 ms: let in.
+        let waiting = tokio::spawn({
+            let t = t.clone();
+            async move { t.take("/a", Duration::from_millis(300), 8).await.map(drop) }
+        });
+        // The turn ahead takes 250 ms instead: 50 ms left cannot cover a 100 ms run.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        drop(held);
+        let Err(Refused::NotInTime { waited, left, run }) = waiting.await.unwrap() else { panic!("started too late to finish") };
+        assert!(waited >= Duration::from_millis(250) && left < run && run == Duration::from_millis(100), "{waited:?} {left:?} {run:?}");
+        let q = t.queue();
+        assert_eq!((q.free, q.waiting), (1, 0), "the slot is free again");
+        drop(q);
+        // Only the 250 ms turn was recorded (100 -> 118.75 ms), not the unused one.
+        assert!(t.figures("/a").hold_us > 110_000, "{}", t.figures("/a").hold_us);
     }
 
     #[tokio::test(flavor = "current_thread")]

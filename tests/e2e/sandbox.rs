@@ -55,7 +55,20 @@ fn a_panicking_plugin_is_a_500_with_its_message() {
 #[test]
 fn an_endless_loop_is_stopped_at_the_deadline() {
     let started = Instant::now();
-    expect("/t/loop", 504, "deadline_exceeded", "deadline");
+    // Behind the loops of the test beside it the request may get its turn too
+    // late to run at all (503, not started): then it asks again.
+    let (status, answer) = (0..50)
+        .map(|_| call("/t/loop"))
+        .find(|(status, answer)| {
+            let unstarted = *status == 503 && answer["error"]["message"].as_str().is_some_and(|m| m.contains("not started"));
+            if unstarted {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            !unstarted
+        })
+        .expect("a turn within 50 tries");
+    assert_eq!((status, answer["error"]["code"].as_str()), (504, Some("deadline_exceeded")), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("deadline"), "{answer}");
     // Not a timing target: only proof that the loop was interrupted at all.
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -81,7 +94,9 @@ fn good_requests_are_served_while_plugins_loop() {
     for _ in 0..4 {
         assert_eq!(call("/t/good").0, 200);
     }
+    // Each loop ran to its deadline (504), or, queued behind the others,
+    // got its turn too late to run at all (503, never started).
     for t in looping {
-        assert_eq!(t.join().unwrap(), 504);
+        assert!(matches!(t.join().unwrap(), 504 | 503));
     }
 }

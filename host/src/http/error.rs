@@ -33,6 +33,9 @@ pub enum ServeError {
     NotAcceptable(String),
     #[error("the route's deadline of {} ms passed", .0.as_millis())]
     Deadline(Duration),
+    /// It waited for a turn and got none in time to finish: never started.
+    #[error("overloaded: {0}; retry later")]
+    NotInTime(String),
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error(transparent)]

@@ -153,7 +153,7 @@ pub fn error(e: &ServeError) -> Response<Body> {
     let mut resp = json_response(status, &json!({"error": error_object(e)}));
     let retry = match e {
         // A full queue drains in about one model run: a second is a fair first retry.
-        ServeError::Plugin(PluginError::Overloaded(_)) | ServeError::Overloaded(_) => Some(1),
+        ServeError::Plugin(PluginError::Overloaded(_)) | ServeError::Overloaded(_) | ServeError::NotInTime(_) => Some(1),
         // Another replica, or this one restarted, takes it.
         ServeError::ShuttingDown => Some(1),
         // A video job takes seconds to minutes: retrying at once only costs an upload.
@@ -189,7 +189,7 @@ fn status_of(e: &ServeError) -> (StatusCode, &'static str) {
         ServeError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ServeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         ServeError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
-        ServeError::WouldMissDeadline { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        ServeError::WouldMissDeadline { .. } | ServeError::NotInTime(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         ServeError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ServeError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
         ServeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),

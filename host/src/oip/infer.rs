@@ -43,7 +43,7 @@ pub async fn infer(turns: &Arc<Turns>, snapshot: Arc<Snapshot>, model: Arc<Model
     let turn = turns.take(&line, until.saturating_duration_since(Instant::now()), settings.max_waiting).await.map_err(|refused| match refused {
         Refused::Full { .. } => OipError::Busy { why: refused.to_string(), retry_after_s: 1 },
         Refused::WouldMiss { wait, .. } => OipError::Busy { why: refused.to_string(), retry_after_s: crate::http::respond::retry_after_secs(wait) },
-        Refused::Deadline(_) => OipError::Deadline(deadline.as_millis()),
+        Refused::NotInTime { .. } => OipError::Busy { why: refused.to_string(), retry_after_s: 1 },
     })?;
     // The turn goes with the run: it is held as long as the cores are.
     let task = tokio::task::spawn_blocking(move || {
