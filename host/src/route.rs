@@ -48,7 +48,7 @@ pub async fn run_upload(
         let message = format!("route {} takes one image per branch; it cannot run on single images", route.path);
         return Err(ServeError::BadRequest { code: "bad_route", message });
     }
-    let ask = Ask { input: Input::One(upload), overrides, render: None, budget: None, pass: Passthrough::default(), fresh: false };
+    let ask = Ask { input: Input::One(upload), overrides, render: None, budget: None, pass: Passthrough::default(), cache: Caching::Use };
     match answer(shared, snapshot.clone(), index, ask, Instant::now(), id).await.0? {
         Answer::Json(body) => Ok(body),
         Answer::Forwarded(f) if f.status == StatusCode::OK => Ok(f.body),
@@ -71,9 +71,20 @@ pub struct Ask {
     pub budget: Option<Duration>,
     /// For a route with an upstream: what goes to the node as the client sent it.
     pub pass: Passthrough,
-    /// Answer from the chain even when the cache holds the answer (and keep
-    /// the new one): an author's request with the admin token (`Cache-Control: no-cache`).
-    pub fresh: bool,
+    pub cache: Caching,
+}
+
+/// How a request uses the result cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Caching {
+    /// Answer from it when it holds the answer; keep a new one.
+    Use,
+    /// Answer from the chain even when it holds the answer, and keep the new
+    /// one: an author's request with the admin token (`Cache-Control: no-cache`).
+    Refresh,
+    /// Neither look nor keep: a live stream's frames, which never come twice
+    /// (sensor noise) and, 25 a second, would push clients' answers out of it.
+    Bypass,
 }
 
 /// The client's query and `Accept`, forwarded to a node unread: the node's
@@ -110,8 +121,11 @@ pub enum Input {
 pub async fn answer(shared: &Shared, snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Instant, id: u64) -> (Result<Answer, ServeError>, CacheUse) {
     let route = &snapshot.routes[index];
     let deadline = ask.budget.map_or(route.chain.deadline, |b| b.min(route.chain.deadline));
-    let key = cache_key(route, &ask).await;
-    if let Some(k) = key.as_ref().filter(|_| !ask.fresh) {
+    let key = match ask.cache {
+        Caching::Bypass => None,
+        Caching::Use | Caching::Refresh => cache_key(route, &ask).await,
+    };
+    if let Some(k) = key.as_ref().filter(|_| ask.cache == Caching::Use) {
         let hit = shared.cache.get(k).await;
         let result = if hit.is_some() { CacheResult::hit } else { CacheResult::miss };
         crate::metrics::global().cache.get_or_create(&CacheLabels { route: route.path.clone(), result }).inc();

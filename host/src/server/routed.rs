@@ -15,7 +15,7 @@ use crate::http::respond::{self, Body};
 use crate::http::{body, ServeError};
 use crate::metrics::RouteLabel;
 use crate::chain::Overrides;
-use crate::route::{self, Ask, CacheUse, Input, Passthrough};
+use crate::route::{self, Ask, CacheUse, Caching, Input, Passthrough};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::upstream::DEADLINE_HEADER;
@@ -67,8 +67,8 @@ pub async fn serve(
         Err(e) => return (Err(e), CacheUse::Miss),
     };
     let rendered = render.is_some();
-    let fresh = fresh(&snapshot, &parts.headers);
-    let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render, budget, pass, fresh }, started, id).await;
+    let cache = if fresh(&snapshot, &parts.headers) { Caching::Refresh } else { Caching::Use };
+    let (answer, cache) = route::answer(shared, snapshot.clone(), index, Ask { input, overrides, render, budget, pass, cache }, started, id).await;
     let signature = snapshot.routes[index].chain.ran(rendered);
     (answer.map(|a| respond::answer(a, signature)), cache)
 }

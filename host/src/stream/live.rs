@@ -21,7 +21,7 @@ use crate::http::respond::{self, Answer};
 use crate::http::ServeError;
 use crate::metrics::{StreamFrameLabels, StreamLabel};
 use crate::plugin::Blob;
-use crate::route::{self, Ask, Input, Passthrough};
+use crate::route::{self, Ask, Caching, Input, Passthrough};
 use crate::state::Shared;
 
 /// What a stream was asked to do, checked when it was created.
@@ -242,6 +242,9 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
     // are the pixels: the loop waits for them (and the route) on each changed frame.
     let mut running: Option<tokio::task::JoinHandle<(String, Duration)>> = None;
     let mut waiting: Vec<Pending> = Vec::new();
+    // When frame 0 went out, and the pixels last sent to each encoder.
+    let mut clock: Option<Instant> = None;
+    let mut sent: Vec<Arc<Vec<u8>>>;
     loop {
         // Two frame times without input: the publisher stalls; the output
         // keeps its rate with the last frame, once a frame time, until input comes back.
@@ -337,6 +340,7 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
         for (e, rgb) in encoders.iter().zip(rgb.iter()) {
             e.send(rgb.clone()).await?;
         }
+        sent = rgb;
         let lag = arrived.elapsed();
         live.stats.lag_us.store(lag.as_micros() as u64, Ordering::Relaxed);
         crate::metrics::global().stream_lag.get_or_create(&label).set(lag.as_secs_f64());
@@ -348,6 +352,26 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
             _ => waiting.push(pending),
         }
         index += 1;
+        // Behind the clock by more than a frame (a changed frame took longer
+        // than a frame time, or frames were dropped): the last frame again
+        // until the output is back on time, so that it keeps its rate and the
+        // HLS timeline keeps up with the wall clock. Without this, a stream
+        // fed twice what it can process put out half its rate, and each
+        // one-second segment took two seconds to fill: 12 s behind after 20 s.
+        // Marked frames are repeated only within their segment (they carry
+        // its number); the next segment's first frame is marked afresh.
+        let start = *clock.get_or_insert_with(Instant::now);
+        let due = (start.elapsed().as_secs_f64() * f64::from(shape.fps)) as u64;
+        while index + 1 < due && (!live.spec.watermark || index / u64::from(shape.fps) == segment) {
+            for (e, rgb) in encoders.iter().zip(sent.iter()) {
+                e.send(rgb.clone()).await?;
+            }
+            index += 1;
+            live.stats.frames_out.fetch_add(1, Ordering::Relaxed);
+            live.stats.filled.fetch_add(1, Ordering::Relaxed);
+            live.count("out");
+            live.count("filled");
+        }
     }
 }
 
@@ -453,7 +477,7 @@ pub(super) async fn answer(shared: &Shared, path: &str, params: Option<&str>, jp
         .position(|r| r.path == path && r.method == "POST" && r.branches.is_empty())
         .ok_or_else(|| ServeError::BadRequest { code: "bad_route", message: format!("route {path} is not served now") })?;
     let overrides: Overrides = snapshot.routes[index].chain.overrides(params).map_err(|message| ServeError::BadRequest { code: "bad_param", message })?;
-    let ask = Ask { input: Input::One(Blob { content_type: "image/jpeg".into(), bytes: jpeg }), overrides, render: None, budget: None, pass: Passthrough::default(), fresh: false };
+    let ask = Ask { input: Input::One(Blob { content_type: "image/jpeg".into(), bytes: jpeg }), overrides, render: None, budget: None, pass: Passthrough::default(), cache: Caching::Bypass };
     route::answer(shared, snapshot, index, ask, Instant::now(), shared.request_id()).await.0
 }
 
