@@ -12,7 +12,7 @@ STEP := scripts/setup-step
 PLUGINS := image-prep yolo ssd classify misbehave fusion stego render
 PLUGIN_FLAGS := --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
-.PHONY: serve test setup toolchain models crates plugins host componentize-py python-plugins test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload soak check fuzz
+.PHONY: serve test setup toolchain models crates plugins host componentize-py python-plugins test-deps test-venv test-services browser-deps bench bench-deps bench-peers bench-fleet bench-overload bench-streams soak check fuzz
 
 serve: setup
 	./target/release/osprey serve --config config/osprey.toml
@@ -192,6 +192,12 @@ bench-fleet: setup test-services
 # /v1/detect offered 2x and 10x its capacity, open loop: refusals, 504s, latency (README).
 bench-overload: setup
 	$(CARGO) bench -p osprey-tests --bench overload
+
+# Live streams on loopback: skip rates, CPU per stream, two at once, tracing
+# over many clips with the gate on and off, 2x overload (README, Live streams).
+# The tables go to stdout and target/bench-streams.md.
+bench-streams: setup test-services
+	$(CARGO) bench -p osprey-tests --bench streams
 
 # 30 minutes of every route, OIP, videos and reloads past capacity on loopback:
 # only 2xx, 429 and 503 with Retry-After; RSS, open files, threads flat (README).

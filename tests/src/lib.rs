@@ -8,6 +8,7 @@
 pub mod netns;
 pub mod process;
 pub mod site;
+pub mod streams;
 
 #[cfg(test)]
 mod one_build;

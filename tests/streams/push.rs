@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use osprey_tests::process::free_addr;
+
 use super::*;
 
 #[test]
@@ -71,14 +73,7 @@ fn a_pushed_stream_skips_still_frames_and_comes_out_as_hls() {
     let v = &probe["streams"][0];
     assert_eq!((v["codec_name"].as_str(), v["width"].as_u64(), v["height"].as_u64()), (Some("h264"), Some(640), Some(360)), "{probe}");
     // Latency from publish to HLS: a frame n of segment k is out when k first appears.
-    let mut latencies: Vec<f64> = Vec::new();
-    for (k, seen, _) in &segments {
-        for n in k * 25..(k + 1) * 25 {
-            let published_at = published + Duration::from_secs_f64(n as f64 / 25.0);
-            latencies.push(seen.saturating_duration_since(published_at).as_secs_f64());
-        }
-    }
-    latencies.sort_by(f64::total_cmp);
+    let latencies = hls_latencies(published, &segments, 25);
     let (p50, p95) = (percentile(&latencies, 0.5), percentile(&latencies, 0.95));
     println!("stream figures: publish to HLS latency p50 {p50:.2} s, p95 {p95:.2} s over {} segments", segments.len());
     assert!(p95 < 10.0, "p95 latency {p95} s");
