@@ -281,25 +281,32 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
             continue;
         };
         stalled = false;
-        if arrived.elapsed() > live.spec.lag {
-            live.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            live.count("dropped");
-            continue;
-        }
         let now = Instant::now();
-        budget = (budget + now.duration_since(refilled).as_secs_f64() * live.spec.cpu).min(live.spec.cpu);
-        refilled = now;
         let segment = index / u64::from(shape.fps);
         // A new segment must be marked anew (its frames carry their
         // segment's number): the gate never skips the first frame of a
         // segment, which also makes a fresh frame at least once a second.
         let same_segment = last.as_ref().filter(|l| l.segment == segment);
+        let refilled_budget = (budget + now.duration_since(refilled).as_secs_f64() * live.spec.cpu).min(live.spec.cpu);
         let (skipped, busy) = match same_segment {
             Some(l) if gate::same(cells.diff(&l.cells), live.spec.gate) => (true, false),
-            Some(_) if budget < 0.0 || running.is_some() => (false, true),
+            Some(_) if refilled_budget < 0.0 || running.is_some() => (false, true),
             _ if running.is_some() && last.is_some() => (false, true),
             _ => (false, false),
         };
+        // Too old to go out within `lag_ms`: a watermarked frame to be marked
+        // goes out only after its marks, about the last stage's time (at 2x
+        // overload, checking its age alone let frames out 1,072 ms old).
+        // Counted at most half the budget: a slow stage must not drop every
+        // fresh frame and leave the stream without marks.
+        let marking = live.spec.watermark && !skipped && !busy;
+        let ahead = if marking { Duration::from_micros(live.stats.stage_us.load(Ordering::Relaxed)).min(live.spec.lag / 2) } else { Duration::ZERO };
+        if arrived.elapsed() + ahead > live.spec.lag {
+            live.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            live.count("dropped");
+            continue;
+        }
+        (budget, refilled) = (refilled_budget, now);
         let (rgb, result): (Vec<Arc<Vec<u8>>>, Option<Arc<str>>) = if skipped || busy {
             let l = last.as_ref().expect("a last frame when skipping");
             let rgb = if live.spec.watermark { l.rgb.clone() } else { vec![pixels] };
