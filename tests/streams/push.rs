@@ -41,9 +41,11 @@ fn a_pushed_stream_skips_still_frames_and_comes_out_as_hls() {
     assert!((140..=160).contains(&frames_in), "{s}");
     assert_eq!(out_of_input + dropped, frames_in, "{s}");
     // 4 s still and 2 s of motion at 25 fps, one fresh frame a second: 96 of
-    // 150 skipped. A dropped still frame is one skip fewer; no motion frame is
+    // 150 skipped. A dropped still frame is one skip fewer; a frame filled in
+    // while the output caught up with the clock moves the seconds' first
+    // frames, so the still may hold five of them (95); no motion frame is
     // ever skipped, whatever the load.
-    assert!(skipped <= 96 && skipped + dropped >= 96, "skipped {skipped}, dropped {dropped}: {s}");
+    assert!(skipped <= 96 && skipped + dropped >= 95, "skipped {skipped}, dropped {dropped}: {s}");
     if dropped == 0 {
         assert!((skip - 0.64).abs() <= 0.02, "skip rate {skip}: {s}");
     }
