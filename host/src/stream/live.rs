@@ -269,14 +269,8 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
         let Some(Frame { cells, rgb: pixels, arrived }) = taken else {
             stalled = true;
             if let Some(l) = &last {
-                for (e, rgb) in encoders.iter().zip(l.rgb.iter()) {
-                    e.send(rgb.clone()).await?;
-                }
+                fill(&live, &encoders, &l.rgb).await?;
                 index += 1;
-                live.stats.frames_out.fetch_add(1, Ordering::Relaxed);
-                live.stats.filled.fetch_add(1, Ordering::Relaxed);
-                live.count("out");
-                live.count("filled");
             }
             continue;
         };
@@ -370,16 +364,22 @@ pub async fn frames(live: Arc<Live>, shared: Arc<Shared>) -> Result<(), StreamEr
         let start = *clock.get_or_insert_with(Instant::now);
         let due = (start.elapsed().as_secs_f64() * f64::from(shape.fps)) as u64;
         while index + 1 < due && (!live.spec.watermark || index / u64::from(shape.fps) == segment) {
-            for (e, rgb) in encoders.iter().zip(sent.iter()) {
-                e.send(rgb.clone()).await?;
-            }
+            fill(&live, &encoders, &sent).await?;
             index += 1;
-            live.stats.frames_out.fetch_add(1, Ordering::Relaxed);
-            live.stats.filled.fetch_add(1, Ordering::Relaxed);
-            live.count("out");
-            live.count("filled");
         }
     }
+}
+
+/// A frame filled in: these pixels (one per variant) again, counted out and filled.
+async fn fill(live: &Live, encoders: &[Feed], rgb: &[Arc<Vec<u8>>]) -> Result<(), StreamError> {
+    for (e, rgb) in encoders.iter().zip(rgb.iter()) {
+        e.send(rgb.clone()).await?;
+    }
+    live.stats.frames_out.fetch_add(1, Ordering::Relaxed);
+    live.stats.filled.fetch_add(1, Ordering::Relaxed);
+    live.count("out");
+    live.count("filled");
+    Ok(())
 }
 
 /// A frame's event, waiting for the result it carries.
