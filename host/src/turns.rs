@@ -159,6 +159,8 @@ impl Turns {
     /// is predicted not to finish in time.
     pub async fn take(self: &Arc<Self>, route: &str, left: Duration, max_waiting: usize) -> Result<Turn, Refused> {
         let figures = self.figures(route);
+        // Its own run, as predicted: the route's mean hold plus twice the deviation.
+        let run = Duration::from_micros(figures.hold_us + 2 * figures.spread_us);
         let now = Instant::now();
         let (grant, key, predicted) = {
             let mut q = self.queue();
@@ -173,7 +175,7 @@ impl Turns {
             let predicted = (self.hold_us.load(Ordering::Acquire) > 0).then(|| Duration::from_micros(q.wait_us(route, figures.hold_us, now)));
             if let Some(p) = predicted {
                 let wait = p.mul_f64(figures.late_permille as f64 / 1000.0);
-                let answer = wait + Duration::from_micros(figures.hold_us + 2 * figures.spread_us);
+                let answer = wait + run;
                 let bound = left.mul_f64(HEADROOM);
                 if answer > bound {
                     return Err(Refused::WouldMiss { wait, answer, bound });
@@ -189,7 +191,6 @@ impl Turns {
         };
         // However the wait ends, the waiter leaves its line (a no-op once granted).
         let _leave = Leave { turns: self, route, key };
-        let run = Duration::from_micros(figures.hold_us + 2 * figures.spread_us);
         let not_in_time = |left_now| Refused::NotInTime { waited: now.elapsed(), left: left_now, run };
         match tokio::time::timeout(left, grant).await {
             Ok(Ok(turn)) => {
@@ -269,7 +270,6 @@ impl Turns {
             crate::metrics::global().admission_lateness.get_or_create(&RouteLabel { route: route.to_string() }).set(f.late_permille as f64 / 1000.0);
         }
     }
-
 }
 
 /// Takes a waiter out of its line when its wait ends without a turn.

@@ -63,6 +63,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use load::{Stats, Window};
+use osprey_tests::proc::{cpu_seconds, tree, tree_cpu_seconds};
 use serde_json::Value;
 
 const ROUTES: [&str; 3] = ["/v1/detect", "/v1/detect/fast", "/v1/classify"];
@@ -410,10 +411,10 @@ fn measure(url: &str, content_type: &str, body: &[u8], n: usize, w: Window, root
     let sampler = std::thread::spawn(move || {
         std::thread::sleep(w.warmup);
         // This process alone: the servers are its children, counted in `root`'s tree.
-        let own = || process_cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
-        let before = (cpu_seconds(root), own(), machine_busy_seconds());
+        let own = || cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
+        let before = (tree_cpu_seconds(root), own(), machine_busy_seconds());
         std::thread::sleep(w.measure);
-        let after = (cpu_seconds(root), own(), machine_busy_seconds());
+        let after = (tree_cpu_seconds(root), own(), machine_busy_seconds());
         let secs = w.measure.as_secs_f64();
         let server = (after.0 - before.0) / secs;
         let others = (after.2 - before.2) / secs - server - (after.1 - before.1) / secs;
@@ -431,42 +432,6 @@ fn machine_busy_seconds() -> f64 {
     let v: Vec<f64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal (guest time is inside user).
     (v.iter().take(8).sum::<f64>() - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0)) / 100.0
-}
-
-/// `root` and every process below it, from the parent links in /proc.
-fn tree(root: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| Some((pid, stat_fields(pid)?.get(1)?.parse().ok()?)))
-        .collect();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(parents.iter().filter(|&&(_, pp)| pp == parent).map(|&(pid, _)| pid));
-        i += 1;
-    }
-    found
-}
-
-/// The fields of /proc/<pid>/stat after the command name: state, ppid, ...
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-/// User + system CPU seconds of the live processes of the tree (all threads).
-fn cpu_seconds(root: u32) -> f64 {
-    tree(root).into_iter().filter_map(process_cpu_seconds).sum()
-}
-
-/// User + system CPU seconds of one process (all its threads, no children).
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    // utime and stime are fields 14 and 15 of stat, in clock ticks (USER_HZ = 100).
-    let f = stat_fields(pid)?;
-    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
 }
 
 fn peak_rss_tree_mib(root: u32) -> f64 {

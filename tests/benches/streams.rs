@@ -83,27 +83,50 @@ fn run(server: &Osprey, name: &str, body: Value, still_s: u32, motion_s: u32, fp
     let status_path = format!("/v1/streams/{id}");
     let events = Events::follow(server, stream["events"].as_str().unwrap());
     let hls = stream["hls"].as_str().unwrap().to_string();
-    // A viewer reads the playlist as the stream plays (a watermarked one needs the creator's token).
-    let (cpu0, started) = (cpu_seconds(server.pid()), Instant::now());
+    let meter = Meter::start(server);
     let mut source = publish_at(stream["publish"].as_str().unwrap(), still_s, motion_s, fps);
+    // A viewer reads the playlist as the stream plays (a watermarked one needs the creator's token).
     let _segments = record(server, &hls, (still_s + motion_s) as usize, Duration::from_secs(u64::from(still_s + motion_s) + 20));
     assert!(source.wait().unwrap().success(), "{name}: the publisher failed");
-    let (cpu1, wall_s) = (cpu_seconds(server.pid()), started.elapsed().as_secs_f64());
+    let cores = meter.cores(server);
     wait_until(Duration::from_secs(30), "the frames to come out", || {
         let f = get_json(server, &status_path)["frames"].clone();
         let n = |k: &str| f[k].as_u64().unwrap_or(0);
         n("in") > 0 && n("out") - n("filled") + n("dropped") == n("in")
     });
-    let status = get_json(server, &status_path);
-    std::thread::sleep(Duration::from_millis(300));
-    let frames = events.frames();
-    let stage_ms = stage_mean_ms(server, &id);
-    let resp = client().delete(server.url(&status_path)).bearer_auth(TOKEN).send().unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
-    let cores = (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1) / wall_s;
-    let run = Run { name: name.to_string(), status, frames, stage_ms, cores };
+    let run = stop(server, &id, name.to_string(), &events, cores);
     eprintln!("{}", run.row(""));
     run
+}
+
+/// CPU the server and its ffmpegs use from its start.
+struct Meter {
+    cpu: f64,
+    since: Instant,
+}
+
+impl Meter {
+    fn start(server: &Osprey) -> Meter {
+        Meter { cpu: cpu_seconds(server.pid()), since: Instant::now() }
+    }
+
+    /// Cores used on average since the start.
+    fn cores(&self, server: &Osprey) -> f64 {
+        (cpu_seconds(server.pid()) - self.cpu) / self.since.elapsed().as_secs_f64()
+    }
+}
+
+/// What stream `id` did (its status, frame events, mean stage time), then stops it.
+fn stop(server: &Osprey, id: &str, name: String, events: &Events, cores: f64) -> Run {
+    let status_path = format!("/v1/streams/{id}");
+    let status = get_json(server, &status_path);
+    // The last frame events reach the follower.
+    std::thread::sleep(Duration::from_millis(300));
+    let frames = events.frames();
+    let stage_ms = stage_mean_ms(server, id);
+    let resp = client().delete(server.url(&status_path)).bearer_auth(TOKEN).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    Run { name, status, frames, stage_ms, cores }
 }
 
 /// The stream's mean stage time from its `osprey_stream_stage_seconds` histogram.
@@ -131,7 +154,6 @@ fn tracing(server: &Osprey, gate: bool) -> (usize, usize, usize, f64, Run) {
     let body = stream(FAST, 640, 360, 10, gate, true);
     let created = create(server, body);
     let id = created["id"].as_str().unwrap().to_string();
-    let status_path = format!("/v1/streams/{id}");
     let viewers: Vec<(u32, String)> = [165u32, 42, 7]
         .iter()
         .map(|v| {
@@ -141,20 +163,15 @@ fn tracing(server: &Osprey, gate: bool) -> (usize, usize, usize, f64, Run) {
         })
         .collect();
     let events = Events::follow(server, created["events"].as_str().unwrap());
-    let (cpu0, started) = (cpu_seconds(server.pid()), Instant::now());
+    let meter = Meter::start(server);
     let mut source = publish_at(created["publish"].as_str().unwrap(), 15, 27, 10);
     let recordings: Vec<(u32, Vec<(u64, Instant, Vec<u8>)>)> = std::thread::scope(|s| {
         let running: Vec<_> = viewers.iter().map(|(v, hls)| s.spawn(move || (*v, record(server, hls, 40, Duration::from_secs(80))))).collect();
         running.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let _ = source.wait();
-    let (cpu1, wall_s) = (cpu_seconds(server.pid()), started.elapsed().as_secs_f64());
-    let status = get_json(server, &status_path);
-    let frames = events.frames();
-    let stage_ms = stage_mean_ms(server, &id);
-    client().delete(server.url(&status_path)).bearer_auth(TOKEN).send().unwrap();
     let name = format!("640x360 at 10 fps, watermarked for 3 viewers, gate {}, /v1/detect/fast", if gate { "on" } else { "off" });
-    let run = Run { name, status, frames, stage_ms, cores: (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1) / wall_s };
+    let run = stop(server, &id, name, &events, meter.cores(server));
 
     let (mut clips, mut right, mut wrong, mut took) = (0, 0, 0, Vec::new());
     for (viewer, segments) in &recordings {
@@ -196,7 +213,7 @@ fn tracing(server: &Osprey, gate: bool) -> (usize, usize, usize, f64, Run) {
 
 fn main() {
     let (config, _) = config_with("bench", (19380, 19389), "max_streams = 4\nmax_fps = 50");
-    let server = Osprey::start_env(&config, osprey_tests::process::ANY_PORT, &[("OSPREY_ADMIN_TOKEN", TOKEN)]);
+    let server = start(&config);
     let mut out = String::new();
     let mut say = |line: String| {
         println!("{line}");
@@ -272,8 +289,7 @@ fn main() {
     let segments = record(&server, created["hls"].as_str().unwrap(), 20, Duration::from_secs(45));
     let _ = source.wait();
     std::thread::sleep(Duration::from_secs(2));
-    let status = get_json(&server, &format!("/v1/streams/{id}"));
-    let r = Run { name: format!("watermarked, gate off, {fps} fps in (2x of {capacity:.1} fps from a {stage_ms:.0} ms stage)"), status, frames: events.frames(), stage_ms: stage_mean_ms(&server, &id), cores: 0.0 };
+    let r = stop(&server, &id, format!("watermarked, gate off, {fps} fps in (2x of {capacity:.1} fps from a {stage_ms:.0} ms stage)"), &events, 0.0);
     let latencies = hls_latencies(published, &segments, fps);
     let lags = r.lag_ms();
     say(String::new());

@@ -238,12 +238,9 @@ fn slow_body_is_answered_408() {
     eprintln!("slow body: 50 uploads at 2 bytes a second, the last answered 408 after {:.2} s", longest.as_secs_f64());
 }
 
-/// CPU seconds the process has used (user + system), from /proc/PID/stat.
+/// CPU seconds the process has used (user + system).
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
+    osprey_tests::proc::cpu_seconds(pid).expect("the server's /proc/PID/stat")
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -6,6 +6,7 @@
 //! network of Linux namespaces for the multi-host tests.
 
 pub mod netns;
+pub mod proc;
 pub mod process;
 pub mod site;
 pub mod streams;

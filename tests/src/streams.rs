@@ -6,13 +6,12 @@
 //! ffmpegs used.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::process::{free_addr, Osprey};
+use crate::process::{Osprey, ANY_PORT};
 use serde_json::{json, Value};
 
 /// One test at a time: each runs x264, ffmpeg and the models at a frame
@@ -57,7 +56,7 @@ pub fn config_with(test: &str, ports: (u16, u16), limits: &str) -> (PathBuf, Pat
 }
 
 pub fn start(config: &Path) -> Osprey {
-    Osprey::start_env(config, free_addr(), &[("OSPREY_ADMIN_TOKEN", TOKEN)])
+    Osprey::start_env(config, ANY_PORT, &[("OSPREY_ADMIN_TOKEN", TOKEN)])
 }
 
 pub fn post(server: &Osprey, path: &str, body: Value) -> (u16, Value) {
@@ -212,35 +211,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-pub fn addr_of(server: &Osprey) -> SocketAddr {
-    server.addr
-}
-
 /// CPU seconds used so far by process `pid` and the processes it started
-/// (osprey's ffmpegs), from /proc: (its own with its children that ended,
-/// its children still running).
-pub fn cpu_seconds(pid: u32) -> (f64, f64) {
-    // SAFETY: takes no pointers.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let read = |p: &str| -> Option<(u32, f64)> {
-        let text = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-        // Fields after the command's closing parenthesis: state ppid ... utime
-        // stime cutime cstime (the last two: children it waited for).
-        let rest: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-        let ppid = rest.get(1)?.parse().ok()?;
-        let ticks: f64 = rest.get(11..15)?.iter().map(|v| v.parse::<f64>().unwrap_or(0.0)).sum();
-        Some((ppid, ticks / tick))
-    };
-    let own = read(&pid.to_string()).map_or(0.0, |(_, s)| s);
-    let children = std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-                .filter_map(|p| read(&p.to_string()))
-                .filter(|(ppid, _)| *ppid == pid)
-                .map(|(_, s)| s)
-                .sum()
-        })
-        .unwrap_or(0.0);
-    (own, children)
+/// (osprey's ffmpegs): those running, and those that ended and were waited for.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    crate::proc::tree_cpu_seconds(pid) + crate::proc::ended_children_cpu_seconds(pid).unwrap_or(0.0)
 }
