@@ -18,6 +18,12 @@ use crate::redis::Redis;
 /// Bodies larger than this are hashed on a blocking thread.
 const INLINE_HASH_BYTES: usize = 256 << 10;
 
+/// How often expired answers are swept out. Without a sweep an expired
+/// answer nobody asks for again (most of them: each photo is new) stays
+/// until the byte bound pushes it out, so the cache always grew to
+/// `max_bytes` (256 MiB by default) whatever the TTL.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("redis at {url}: {why}")]
@@ -27,8 +33,10 @@ pub enum CacheError {
 /// Answers in this host's memory, and in Redis when one is set: then the
 /// memory is where answers go while Redis is down.
 pub struct Cache {
-    local: quick_cache::sync::Cache<String, Entry, Weight>,
+    local: Arc<quick_cache::sync::Cache<String, Entry, Weight>>,
     redis: Option<Arc<Redis>>,
+    /// When expired answers were last swept out.
+    swept: std::sync::Mutex<Instant>,
 }
 
 #[derive(Clone)]
@@ -50,7 +58,8 @@ impl Cache {
     pub fn memory(max_bytes: u64) -> Cache {
         // quick_cache wants an item estimate for its index; a typical answer is ~1 KB.
         let items = (max_bytes / 1024).clamp(16, 10_000_000) as usize;
-        Cache { local: quick_cache::sync::Cache::with_weighter(items, max_bytes, Weight), redis: None }
+        let local = Arc::new(quick_cache::sync::Cache::with_weighter(items, max_bytes, Weight));
+        Cache { local, redis: None, swept: std::sync::Mutex::new(Instant::now()) }
     }
 
     /// In Redis, with `max_bytes` of memory for the times it is down.
@@ -90,9 +99,31 @@ impl Cache {
                 return;
             }
         }
-        self.local.insert(key, Entry { body, expires: Instant::now() + ttl });
+        let now = Instant::now();
+        self.local.insert(key, Entry { body, expires: now + ttl });
         crate::metrics::global().cache_bytes.set(self.local.weight() as i64);
+        if self.sweep_due(now) {
+            let local = self.local.clone();
+            // Visits every entry: off the async runtime.
+            tokio::task::spawn_blocking(move || sweep(&local, Instant::now()));
+        }
     }
+
+    /// True once every `SWEEP_EVERY`, for the caller that should sweep.
+    fn sweep_due(&self, now: Instant) -> bool {
+        let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(*swept) < SWEEP_EVERY {
+            return false;
+        }
+        *swept = now;
+        true
+    }
+}
+
+/// Drops the answers expired at `now`. Blocking (visits every entry).
+fn sweep(local: &quick_cache::sync::Cache<String, Entry, Weight>, now: Instant) {
+    local.retain(|_, e| e.expires > now);
+    crate::metrics::global().cache_bytes.set(local.weight() as i64);
 }
 
 fn redis_key(key: &str) -> String {
@@ -156,5 +187,20 @@ mod tests {
             c.put(format!("k{i}"), Bytes::from(vec![0; 500]), Duration::from_secs(60)).await;
         }
         assert!(c.local.weight() <= 4096, "weight {}", c.local.weight());
+    }
+
+    #[tokio::test]
+    async fn expired_answers_nobody_asks_for_again_are_swept_out() {
+        let c = Cache::memory(1 << 20);
+        for i in 0..50 {
+            c.put(format!("old{i}"), Bytes::from(vec![0; 1000]), Duration::from_secs(60)).await;
+        }
+        c.put("fresh".into(), Bytes::from(vec![0; 1000]), Duration::from_secs(3600)).await;
+        // A fake "now", 10 minutes on: the sweep is due, and only the fresh answer outlives it.
+        let later = Instant::now() + Duration::from_secs(600);
+        assert!(c.sweep_due(later) && !c.sweep_due(later + Duration::from_secs(1)));
+        sweep(&c.local, later);
+        assert_eq!((c.local.len(), c.local.weight()), (1, ("fresh".len() + 1000 + 64) as u64));
+        assert!(c.get("fresh").await.is_some());
     }
 }
