@@ -179,7 +179,7 @@ fn echo_model() -> Model {
     let port = |name: &str, ty, shape: &[i64]| Port { name: name.into(), ty: Some(ty), shape: shape.to_vec() };
     let ports = vec![port("images", ElemType::F32, &[-1, 3, 2, 2]), port("mask", ElemType::U8, &[-1, -1]), port("ids", ElemType::I64, &[-1, -1, -1])];
     let id = Identity { name: "echo".into(), version: "1".into(), file: "echo".into(), sha256: String::new() };
-    let spec = LoadSpec { target: Target::Cpu, instances: 1, threads: Threads::Shared, batching: Batching::default() };
+    let spec = LoadSpec { target: Target::Cpu, instances: 1, threads: Threads::Auto, batching: Batching::default() };
     let opened = Opened { version: "1".into(), inputs: ports.clone(), outputs: ports, digest: String::new(), backend: Arc::new(Echo) };
     Model::remote(id, Vec::new(), &spec, opened)
 }

@@ -105,6 +105,14 @@ pub struct NodeDirLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelRunLabels {
+    pub model: String,
+    /// `shared_pool` (a run alone in the process, on every core) or `own`
+    /// (the session's own threads: one, unless the model sets `threads`).
+    pub threads: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelStatusLabels {
     pub model: String,
     pub status: u16,
@@ -149,6 +157,7 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     queue_wait: Histograms<ModelLabel>,
     inference: Histograms<ModelLabel>,
+    pub model_runs: Family<ModelRunLabels, Counter>,
     batch_size: Histograms<ModelLabel>,
     queue_depth: Family<ModelLabel, Gauge>,
     pub models: Family<ModelVersionLabels, Gauge>,
@@ -198,6 +207,7 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             queue_wait: Family::new_with_constructor(seconds),
             inference: Family::new_with_constructor(seconds),
+            model_runs: Family::default(),
             batch_size: Family::new_with_constructor(sizes),
             queue_depth: Family::default(),
             models: Family::default(),
@@ -236,6 +246,7 @@ impl Metrics {
         r.register("queue_wait_seconds", "Time a request waited in its model's queue", m.queue_wait.clone());
         r.register("inference_seconds", "Time of one model run (a whole batch)", m.inference.clone());
         r.register("batch_size", "Requests per model run", m.batch_size.clone());
+        r.register("model_runs", "Model runs by the threads they ran on: the shared pool (alone in the process) or the session's own", m.model_runs.clone());
         r.register("queue_depth", "Requests waiting per model", m.queue_depth.clone());
         r.register("model_loaded", "1 for each model version loaded, by provider", m.models.clone());
         r.register("tls_cert_expiry_seconds", "Unix time the served TLS certificate expires (0: none yet, or TLS off)", m.tls_cert_expiry.clone());

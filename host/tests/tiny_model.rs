@@ -51,7 +51,7 @@ fn concurrent_runs_on_one_model_all_succeed() {
 
 #[test]
 fn missing_model_file_says_how_to_fix_it() {
-    let spec = LoadSpec { target: Target::Cpu, instances: 1, threads: Threads::Shared, batching: Batching::default() };
+    let spec = LoadSpec { target: Target::Cpu, instances: 1, threads: Threads::Auto, batching: Batching::default() };
     let err = Model::load(identity("ghost", PathBuf::from("/nonexistent/ghost.onnx")), vec![], &spec).err().unwrap().to_string();
     assert!(err.contains("model 'ghost'") && err.contains("make setup"), "{err}");
 }
@@ -63,7 +63,7 @@ fn load(instances: usize) -> Model {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let path = dir.join(format!("tiny-{}.onnx", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     std::fs::write(&path, onnx::mul_add_model()).unwrap();
-    let spec = LoadSpec { target: Target::Cpu, instances, threads: Threads::Shared, batching: Batching::default() };
+    let spec = LoadSpec { target: Target::Cpu, instances, threads: Threads::Auto, batching: Batching::default() };
     Model::load(identity("tiny", path), vec![], &spec).unwrap()
 }
 

@@ -131,6 +131,8 @@ fn main() {
     let started = Instant::now();
     let mut report = preamble(w);
     report.push_str(&prep_times());
+    let (runs_table, ceilings) = model_runs();
+    report.push_str(&runs_table);
     let (mut rows, mut reference, mut notes, mut memory) = (Vec::new(), None, String::new(), Vec::new());
     for stack in stacks() {
         eprintln!("== {} ({:.0} s so far)", stack.name, started.elapsed().as_secs_f64());
@@ -143,7 +145,7 @@ fn main() {
     report.push_str(&footnotes(&rows));
     report.push_str(&memory_table(&memory));
     let _ = write!(report, "\nEach stack's process tree, and how busy the rest of the machine was:\n\n{notes}");
-    report.push_str(&summary(&rows, &memory, w));
+    report.push_str(&summary(&rows, &memory, &ceilings, w));
     println!("\n{report}");
     let out = osprey_tests::repo().join("target/bench-peers.md");
     std::fs::write(&out, &report).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
@@ -268,6 +270,54 @@ fn prep_times() -> String {
     }
     s.push('\n');
     s
+}
+
+/// Each model's run alone on dog.jpg's input, in this process (the ONNX
+/// Runtime every stack runs), on one thread and on two: what a request
+/// costs with nothing around the model. It bounds every stack: at
+/// saturation no server does better than the cores each running one
+/// single-thread run after another, nor, at c=1, than a two-thread run.
+/// Median of 15 after one warm-up run, before any server starts.
+struct Ceiling {
+    route: &'static str,
+    one_thread_ms: f64,
+    two_threads_ms: f64,
+}
+
+fn model_runs() -> (String, Vec<Ceiling>) {
+    use osprey::imaging::{self, Elem, Fit, Layout, TensorSpec};
+    use osprey::nn::{Batching, Identity, LoadSpec, Model, Target, Threads};
+    let spec = |width, height, fit, elem, std| TensorSpec { width, height, fit, pad: 114, layout: Layout::Nhwc, bgr: false, elem, mean: [0.0; 3], std: [std; 3] };
+    let models = [
+        ("/v1/detect", "yolov5s", spec(640, 640, Fit::Letterbox, Elem::F32, 255.0)),
+        ("/v1/detect/fast", "ssd_mobilenet_v2", spec(300, 300, Fit::Stretch, Elem::U8, 1.0)),
+        ("/v1/classify", "efficientnet_lite3", spec(280, 280, Fit::Stretch, Elem::U8, 1.0)),
+    ];
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut s = String::from(
+        "The model run alone (ONNX Runtime in this process on dog.jpg's input, ms, median of 15), and the ceiling it sets \
+         for any server on these cores: saturation ≤ cores / one-thread run, p50 at c=1 ≥ two-thread run:\n\n\
+         | route | model | 1 thread | 2 threads | ceiling req/s |\n|---|---|---:|---:|---:|\n",
+    );
+    let photo = osprey_tests::image("dog.jpg");
+    let mut ceilings = Vec::new();
+    for (route, name, sp) in models {
+        let file = osprey_tests::repo().join(format!("models/{name}/model.onnx"));
+        let (input, _, _) = imaging::decode_to_tensor(&photo, 40_000_000, &sp).expect("dog.jpg into the model input");
+        let time = |threads: usize| {
+            let id = Identity { name: name.into(), version: "1".into(), file: file.clone(), sha256: String::new() };
+            let load = LoadSpec { target: Target::Cpu, instances: 1, threads: Threads::Own(threads), batching: Batching::default() };
+            let model = Model::load(id, vec![], &load).unwrap_or_else(|e| panic!("{name}: {e} (run `make setup`)"));
+            let run = || drop(model.run(vec![("input".into(), input.clone())]).expect("model run"));
+            run();
+            load::median_ms(15, &mut || run())
+        };
+        let (one_thread_ms, two_threads_ms) = (time(1), time(2));
+        let _ = writeln!(s, "| {route} | {name} | {one_thread_ms:.1} | {two_threads_ms:.1} | {:.1} |", cores as f64 * 1e3 / one_thread_ms);
+        ceilings.push(Ceiling { route, one_thread_ms, two_threads_ms });
+    }
+    s.push('\n');
+    (s, ceilings)
 }
 
 /// The stacks to run, osprey first (its answers are the reference).
@@ -618,7 +668,7 @@ fn memory_table(memory: &[Memory]) -> String {
 
 /// The issue's goals, osprey against the better peer (the best of the four
 /// peer stacks on each figure), each marked met or MISSED.
-fn summary(rows: &[Row], memory: &[Memory], w: Window) -> String {
+fn summary(rows: &[Row], memory: &[Memory], ceilings: &[Ceiling], w: Window) -> String {
     let mut s = String::from(
         "\nGoals against the better peer (the best of the four peer stacks on each figure; saturation = the best \
          req/s over the levels measured): saturation ≥ 1.2x on /v1/detect/fast and /v1/classify and ≥ 1.05x on /v1/detect \
@@ -629,6 +679,9 @@ fn summary(rows: &[Row], memory: &[Memory], w: Window) -> String {
         for photo in MEASURED {
             if let Some(line) = goals(rows, route, photo, w) {
                 let _ = writeln!(s, "- {route}, {photo}: {line}");
+            }
+            if let (Some(c), "dog.jpg") = (ceilings.iter().find(|c| c.route == route), photo) {
+                let _ = writeln!(s, "  - {}", ceiling(rows, route, c));
             }
         }
     }
@@ -665,6 +718,20 @@ fn saturation_goal(route: &str, photo: &str) -> Option<f64> {
         (_, false) => Some(1.2),
         (_, true) => Some(2.0),
     }
+}
+
+/// The best ratios any server could reach against the better peer on
+/// dog.jpg, if everything but the model run cost nothing.
+fn ceiling(rows: &[Row], route: &str, c: &Ceiling) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let peers = rows.iter().filter(|r| r.route == route && r.photo == "dog.jpg" && PEERS.contains(&r.stack));
+    let best_rate = peers.clone().map(|r| r.stats.per_sec).fold(f64::NAN, f64::max);
+    let best_p50 = peers.filter(|r| r.concurrency == 1).map(|r| r.stats.p50_ms).fold(f64::NAN, f64::min);
+    format!(
+        "ceiling (the model run alone, nothing else): saturation ≤ {:.2}x the better peer, p50 at c=1 ≥ {:.2}x",
+        cores * 1e3 / c.one_thread_ms / best_rate,
+        c.two_threads_ms / best_p50
+    )
 }
 
 /// One route and photo: osprey against the better peer on each figure.

@@ -188,7 +188,7 @@ fn model(name: &Spanned<String>, m: &RawModel, raw: &RawConfig, base: &Path, d: 
         Some(v) => ranged(v, "instances", 256, d).map(|n| n as usize),
     };
     let threads = match &m.threads {
-        None => Some(Threads::Shared),
+        None => Some(Threads::Auto),
         Some(v) => ranged(v, "threads", 256, d).map(|n| Threads::Own(n as usize)),
     };
     let batching = batching(m, d);
@@ -549,7 +549,7 @@ threads = 4
         let config = super::super::parse(text, &Path::new(env!("CARGO_MANIFEST_DIR")).join("osprey.toml")).unwrap();
         assert_eq!(config.server.pool, PoolSettings { threads: 3, max_runs: 5 });
         let load = |name: &str| config.models.iter().find(|m| m.name == name).unwrap().load.clone();
-        assert_eq!((load("plain").instances, load("plain").threads), (super::DEFAULT_INSTANCES, Threads::Shared));
+        assert_eq!((load("plain").instances, load("plain").threads), (super::DEFAULT_INSTANCES, Threads::Auto));
         assert_eq!((load("own").instances, load("own").threads), (2, Threads::Own(4)));
     }
 

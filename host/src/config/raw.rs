@@ -212,7 +212,8 @@ pub struct RawModel {
     pub target: Option<Spanned<String>>,
     /// Sessions: runs of this model at once, each with its own copy of the weights.
     pub instances: Option<Spanned<u32>>,
-    /// Threads of a pool of the model's own per session; unset, the shared pool.
+    /// Threads of a pool of the model's own per session; unset, one thread a
+    /// session and every core (a session on the shared pool) for a run alone.
     pub threads: Option<Spanned<u32>>,
     /// Dynamic batching: most requests per run (1 = off).
     pub max_batch: Option<Spanned<u32>>,

@@ -4,8 +4,12 @@
 //! `Session::run` needs `&mut self`, so one session serves one request at a
 //! time; more sessions let concurrent requests on the same model run side by
 //! side instead of queueing behind one lock, at the price of one more copy of
-//! the weights each. Unless a model asks for threads of its own, its sessions
-//! run on the environment's shared intra-op pool and allocate from its shared
+//! the weights each. Unless a model asks for threads of its own, each of its
+//! `instances` sessions runs on one thread (its worker's), and one more
+//! session on the environment's shared intra-op pool takes a run that is
+//! alone in the process: a lone request gets every core, while concurrent
+//! ones run one a core side by side instead of splitting every operator
+//! between them (`Threads::Auto`). All allocate from the environment's shared
 //! arena (see `runtime`). Callers are blocking-pool threads (never tokio
 //! workers), so waiting for a free session simply blocks.
 
@@ -63,9 +67,13 @@ pub struct LoadSpec {
 /// Where a model's sessions find the threads for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
-    /// The process's shared intra-op pool (no `threads` key): a lone run gets
-    /// every core, concurrent runs share them.
-    Shared,
+    /// No `threads` key: one thread a session, plus a session on the
+    /// process's shared intra-op pool for a run alone in the process. On 2
+    /// cores, sessions on the shared pool alone served 0.67-0.85x the
+    /// saturation of single-thread ones (README, Benchmarks): two runs that
+    /// each split every operator over both cores wait on each other's
+    /// threads; two runs on a core each do not.
+    Auto,
     /// A pool of this many threads per session (`threads = N`), outside the
     /// shared one: the model never waits on another's work, but its threads
     /// compete with the shared pool's for the cores.
@@ -75,7 +83,7 @@ pub enum Threads {
 impl std::fmt::Display for Threads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Threads::Shared => f.write_str("shared"),
+            Threads::Auto => f.write_str("1 per session, all cores when alone"),
             Threads::Own(n) => write!(f, "{n} per session"),
         }
     }
@@ -134,18 +142,33 @@ impl Drop for Model {
     }
 }
 
-/// A worker's session.
+/// A worker's session, and the model's session on the shared pool (`Threads::Auto`).
 struct SessionRunner {
     model: String,
     session: Session,
+    wide: Option<Arc<std::sync::Mutex<Session>>>,
 }
 
 impl Runner for SessionRunner {
-    fn run(&mut self, inputs: &Inputs) -> Result<Inputs, NnError> {
+    fn run(&mut self, inputs: &Inputs, alone: bool) -> Result<Inputs, NnError> {
         let values = inputs.iter().map(|(name, t)| Ok((name.as_str(), tensor_ref(t)?))).collect::<Result<Vec<_>, NnError>>()?;
         let model = &self.model;
-        let outs = self.session.run(values).map_err(|e| NnError::Runtime(format!("model '{model}': {e}")))?;
-        outs.iter().map(|(name, v)| Ok((name.to_string(), from_value(model, name, &v)?))).collect()
+        let convert = |outs: ort::session::SessionOutputs<'_>| -> Result<Inputs, NnError> {
+            outs.iter().map(|(name, v)| Ok((name.to_string(), from_value(model, name, &v)?))).collect()
+        };
+        let failed = |e: ort::Error| NnError::Runtime(format!("model '{model}': {e}"));
+        // Alone in the process: every core. The lock is free unless this
+        // model's other worker entered alone a moment ago and still runs.
+        let count = |threads: &str| {
+            let labels = crate::metrics::ModelRunLabels { model: model.clone(), threads: threads.into() };
+            crate::metrics::global().model_runs.get_or_create(&labels).inc();
+        };
+        if let Some(mut wide) = self.wide.as_ref().filter(|_| alone).and_then(|w| w.try_lock().ok()) {
+            count("shared_pool");
+            return convert(wide.run(values).map_err(failed)?);
+        }
+        count("own");
+        convert(self.session.run(values).map_err(failed)?)
     }
 }
 
@@ -159,7 +182,11 @@ impl Model {
         // weights only for initializers added through `AddInitializer`, not those
         // read from the file; with two sessions of each default model, RSS was
         // 413.0 MiB with a container and 412.8 MiB without.
-        let (first, provider) = open_session(env, name, file, spec)?;
+        let own = Some(match spec.threads {
+            Threads::Auto => 1,
+            Threads::Own(n) => n,
+        });
+        let (first, provider) = open_session(env, name, file, spec.target, own)?;
         let inputs: Vec<Port> = first.inputs().iter().map(port).collect();
         let outputs = first.outputs().iter().map(port).collect();
         let fixed_batch = inputs.iter().any(|p| p.shape.first().is_some_and(|&d| d > 0));
@@ -167,17 +194,26 @@ impl Model {
             let why = "its inputs have a fixed batch size, so it cannot batch requests: set max_batch = 1";
             return Err(NnError::Load { model: name.into(), file: file.into(), why: why.into() });
         }
-        let mut runners = vec![SessionRunner { model: name.into(), session: first }];
+        // The session for a run alone: on a CPU with more than one core,
+        // unless the model asked for threads of its own (a GPU runs a lone
+        // request no faster on a second session).
+        let wide = (spec.threads == Threads::Auto && provider == Provider::Cpu && super::runtime::pool_threads() > 1)
+            .then(|| open_session(env, name, file, Target::Cpu, None).map(|(s, _)| Arc::new(std::sync::Mutex::new(s))))
+            .transpose()?;
+        let mut runners = vec![SessionRunner { model: name.into(), session: first, wide: wide.clone() }];
         for _ in 1..spec.instances.max(1) {
-            runners.push(SessionRunner { model: name.into(), session: open_session(env, name, file, spec)?.0 });
+            let session = open_session(env, name, file, spec.target, own)?.0;
+            runners.push(SessionRunner { model: name.into(), session, wide: wide.clone() });
         }
-        // A session's first run allocates its buffers: pay that now, not on a request.
+        // A session's first run allocates its buffers: pay that now, not on a
+        // request (the first runner's alone run warms the wide session).
         if let Some(zeros) = zero_inputs(&inputs) {
-            for r in &mut runners {
-                if let Err(e) = r.run(&zeros) {
-                    tracing::warn!(model = name, "warm-up run on zeros failed (serving anyway): {e}");
-                    break;
-                }
+            let mut warmed = runners.iter_mut().try_for_each(|r| r.run(&zeros, false).map(drop));
+            if wide.is_some() {
+                warmed = warmed.and_then(|()| runners[0].run(&zeros, true).map(drop));
+            }
+            if let Err(e) = warmed {
+                tracing::warn!(model = name, "warm-up run on zeros failed (serving anyway): {e}");
             }
         }
         let scheduler = Scheduler::new(name, spec.batching);
@@ -285,23 +321,26 @@ impl Model {
     }
 }
 
+/// A session of the file on `target`, with `own` threads of its own or
+/// (`None`) on the shared pool.
 fn open_session(
     env: &ort::environment::Environment,
     name: &str,
     file: &Path,
-    spec: &LoadSpec,
+    target: Target,
+    own: Option<usize>,
 ) -> Result<(Session, Provider), NnError> {
     let fail = |e: String| NnError::Load { model: name.to_string(), file: file.to_path_buf(), why: e };
     if !file.is_file() {
         return Err(fail("no such file (run `make setup` to fetch the models)".into()));
     }
-    let builder = || session_builder(env, spec.threads).map_err(|e| e.to_string());
-    if spec.target != Target::Cpu {
+    let builder = || session_builder(env, own).map_err(|e| e.to_string());
+    if target != Target::Cpu {
         let cuda = ort::ep::CUDA::default().build().error_on_failure();
         let attempt = builder().and_then(|b| b.with_execution_providers([cuda]).map_err(|e| e.to_string()));
         match attempt.and_then(|mut b| b.commit_from_file(file).map_err(|e| e.to_string())) {
             Ok(s) => return Ok((s, Provider::Cuda)),
-            Err(why) if spec.target == Target::Gpu => return Err(fail(format!("target = \"gpu\" but CUDA is not usable: {why}"))),
+            Err(why) if target == Target::Gpu => return Err(fail(format!("target = \"gpu\" but CUDA is not usable: {why}"))),
             Err(why) => tracing::debug!(model = name, "CUDA not usable, using CPU: {why}"),
         }
     }
@@ -311,14 +350,14 @@ fn open_session(
     Ok((session, Provider::Cpu))
 }
 
-/// A session's options: on the shared pool, or with threads of its own; on
-/// the shared CPU arena either way.
-fn session_builder(env: &ort::environment::Environment, threads: Threads) -> ort::Result<SessionBuilder> {
+/// A session's options: on the shared pool (`None`), or with threads of its
+/// own (1: none but the caller's); on the shared CPU arena either way.
+fn session_builder(env: &ort::environment::Environment, own: Option<usize>) -> ort::Result<SessionBuilder> {
     let b = Session::builder(env)?.with_env_allocators()?;
-    Ok(match threads {
+    Ok(match own {
         // The environment has a global pool, so `ort` turns the session's own pools off.
-        Threads::Shared => b,
-        Threads::Own(n) => b.with_independent_thread_pool()?.with_intra_threads(n.max(1))?.with_intra_op_spinning(false)?,
+        None => b,
+        Some(n) => b.with_independent_thread_pool()?.with_intra_threads(n.max(1))?.with_intra_op_spinning(false)?,
     })
 }
 

@@ -39,7 +39,18 @@ struct GateState {
 }
 
 /// Held for one run; leaving frees the place.
-pub struct Permit<'a>(&'a Gate);
+pub struct Permit<'a> {
+    gate: &'a Gate,
+    alone: bool,
+}
+
+impl Permit<'_> {
+    /// No other model run was under way when this one entered: it may have
+    /// every core (`model`: a session on the shared pool).
+    pub fn alone(&self) -> bool {
+        self.alone
+    }
+}
 
 impl Gate {
     pub fn new(limit: usize) -> Self {
@@ -52,8 +63,9 @@ impl Gate {
         while s.running >= s.limit {
             s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
         }
+        let alone = s.running == 0;
         s.running += 1;
-        Permit(self)
+        Permit { gate: self, alone }
     }
 
     /// Changes the limit; runs already under way finish.
@@ -69,8 +81,8 @@ impl Gate {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).running -= 1;
-        self.0.freed.notify_one();
+        self.gate.state.lock().unwrap_or_else(|p| p.into_inner()).running -= 1;
+        self.gate.freed.notify_one();
     }
 }
 
@@ -126,6 +138,19 @@ mod tests {
             t.join().unwrap();
         }
         assert!(most.load(Ordering::SeqCst) <= 2, "{} runs inside at once", most.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_run_is_alone_only_while_no_other_is_inside() {
+        let gate = Gate::new(2);
+        let first = gate.enter();
+        assert!(first.alone());
+        let second = gate.enter();
+        assert!(!second.alone(), "entered beside a run");
+        drop(first);
+        assert!(!gate.enter().alone(), "the second is still inside");
+        drop(second);
+        assert!(gate.enter().alone());
     }
 
     #[test]

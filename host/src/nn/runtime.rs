@@ -31,6 +31,11 @@ pub fn configure(settings: PoolSettings) {
     }
 }
 
+/// Threads of the shared intra-op pool, once it is sized (the default until then).
+pub fn pool_threads() -> usize {
+    *POOL_THREADS.get_or_init(|| PoolSettings::default().threads)
+}
+
 /// Where the library is looked for: `ORT_DYLIB_PATH`, then the setup cache.
 pub fn library_path() -> PathBuf {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
@@ -69,7 +74,7 @@ fn load(path: &Path) -> Result<ort::environment::Environment, NnError> {
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;
-    let threads = *POOL_THREADS.get_or_init(|| PoolSettings::default().threads);
+    let threads = pool_threads();
     let failed = |e: ort::Error| NnError::Runtime(format!("cannot start ONNX Runtime from {}: {e}", path.display()));
     // Spinning off: a worker that waits for work burns a core another run needs.
     // Inter-op 1: sessions run their nodes in order, so that pool would only idle.

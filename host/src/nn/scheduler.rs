@@ -57,9 +57,10 @@ pub struct Scheduler {
     arrived: Condvar,
 }
 
-/// What a worker runs a batch with: the model's session, or a stand-in in tests.
+/// What a worker runs a batch with: the model's sessions, or a stand-in in tests.
 pub trait Runner: Send + 'static {
-    fn run(&mut self, inputs: &Inputs) -> Result<Inputs, NnError>;
+    /// `alone`: no other model run in the process is under way (`pool::Permit::alone`).
+    fn run(&mut self, inputs: &Inputs, alone: bool) -> Result<Inputs, NnError>;
 }
 
 impl Scheduler {
@@ -152,7 +153,8 @@ impl Scheduler {
     fn run<R: Runner>(&self, runner: &mut R, batch: Vec<Job>) {
         // Wait for a place among all models' runs before looking at the
         // deadlines, so a request that ran out of time meanwhile is not run.
-        let _permit = super::pool::gate().enter();
+        let permit = super::pool::gate().enter();
+        let alone = permit.alone();
         let now = Instant::now();
         let (live, late): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline.is_none_or(|d| d > now));
         for job in late {
@@ -169,10 +171,10 @@ impl Scheduler {
         let started = Instant::now();
         if live.len() == 1 {
             let job = live.into_iter().next().expect("one job");
-            let _ = job.reply.send(runner.run(&job.inputs));
+            let _ = job.reply.send(runner.run(&job.inputs, alone));
         } else {
             let merged = merge(live.iter().map(|j| &j.inputs).collect());
-            let split = runner.run(&merged).and_then(|out| split(out, live.len()));
+            let split = runner.run(&merged, alone).and_then(|out| split(out, live.len()));
             match split {
                 Ok(parts) => live.into_iter().zip(parts).for_each(|(j, p)| drop(j.reply.send(Ok(p)))),
                 Err(e) => live.into_iter().for_each(|j| drop(j.reply.send(Err(e.clone())))),
@@ -245,7 +247,7 @@ mod tests {
     struct Doubler(Arc<Mutex<Vec<u32>>>);
 
     impl Runner for Doubler {
-        fn run(&mut self, inputs: &Inputs) -> Result<Inputs, NnError> {
+        fn run(&mut self, inputs: &Inputs, _alone: bool) -> Result<Inputs, NnError> {
             let (name, t) = &inputs[0];
             self.0.lock().unwrap().push(t.dims[0]);
             let TensorData::F32(v) = &t.data else { panic!("f32") };
