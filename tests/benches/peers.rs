@@ -273,15 +273,18 @@ fn prep_times() -> String {
 }
 
 /// Each model's run alone on dog.jpg's input, in this process (the ONNX
-/// Runtime every stack runs), on one thread and on two: what a request
-/// costs with nothing around the model. It bounds every stack: at
+/// Runtime every stack runs), on one thread and on every core: what a
+/// request costs with nothing around the model. It bounds every stack: at
 /// saturation no server does better than the cores each running one
-/// single-thread run after another, nor, at c=1, than a two-thread run.
-/// Median of 15 after one warm-up run, before any server starts.
+/// single-thread run after another, nor, at c=1, than a run on every core.
+/// Every core is measured both ways ONNX Runtime offers, a pool of the
+/// session's own (what the peers run) and the process's shared pool (what
+/// osprey runs a lone request on), and the faster counts. Median of 15
+/// after one warm-up run, before any server starts.
 struct Ceiling {
     route: &'static str,
     one_thread_ms: f64,
-    two_threads_ms: f64,
+    all_cores_ms: f64,
 }
 
 fn model_runs() -> (String, Vec<Ceiling>) {
@@ -296,25 +299,26 @@ fn model_runs() -> (String, Vec<Ceiling>) {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut s = String::from(
         "The model run alone (ONNX Runtime in this process on dog.jpg's input, ms, median of 15), and the ceiling it sets \
-         for any server on these cores: saturation ≤ cores / one-thread run, p50 at c=1 ≥ two-thread run:\n\n\
-         | route | model | 1 thread | 2 threads | ceiling req/s |\n|---|---|---:|---:|---:|\n",
+         for any server on these cores: saturation ≤ cores / one-thread run, p50 at c=1 ≥ the faster run on every core:\n\n\
+         | route | model | 1 thread | every core, session's own pool | every core, shared pool | ceiling req/s |\n|---|---|---:|---:|---:|---:|\n",
     );
     let photo = osprey_tests::image("dog.jpg");
     let mut ceilings = Vec::new();
     for (route, name, sp) in models {
         let file = osprey_tests::repo().join(format!("models/{name}/model.onnx"));
         let (input, _, _) = imaging::decode_to_tensor(&photo, 40_000_000, &sp).expect("dog.jpg into the model input");
-        let time = |threads: usize| {
+        // `Auto`, one session: a lone run goes to the shared pool.
+        let time = |threads: Threads| {
             let id = Identity { name: name.into(), version: "1".into(), file: file.clone(), sha256: String::new() };
-            let load = LoadSpec { target: Target::Cpu, instances: 1, threads: Threads::Own(threads), batching: Batching::default() };
+            let load = LoadSpec { target: Target::Cpu, instances: 1, threads, batching: Batching::default() };
             let model = Model::load(id, vec![], &load).unwrap_or_else(|e| panic!("{name}: {e} (run `make setup`)"));
             let run = || drop(model.run(vec![("input".into(), input.clone())]).expect("model run"));
             run();
             load::median_ms(15, &mut || run())
         };
-        let (one_thread_ms, two_threads_ms) = (time(1), time(2));
-        let _ = writeln!(s, "| {route} | {name} | {one_thread_ms:.1} | {two_threads_ms:.1} | {:.1} |", cores as f64 * 1e3 / one_thread_ms);
-        ceilings.push(Ceiling { route, one_thread_ms, two_threads_ms });
+        let (one_thread_ms, own_pool_ms, shared_pool_ms) = (time(Threads::Own(1)), time(Threads::Own(cores)), time(Threads::Auto));
+        let _ = writeln!(s, "| {route} | {name} | {one_thread_ms:.1} | {own_pool_ms:.1} | {shared_pool_ms:.1} | {:.1} |", cores as f64 * 1e3 / one_thread_ms);
+        ceilings.push(Ceiling { route, one_thread_ms, all_cores_ms: own_pool_ms.min(shared_pool_ms) });
     }
     s.push('\n');
     (s, ceilings)
@@ -730,7 +734,7 @@ fn ceiling(rows: &[Row], route: &str, c: &Ceiling) -> String {
     format!(
         "ceiling (the model run alone, nothing else): saturation ≤ {:.2}x the better peer, p50 at c=1 ≥ {:.2}x",
         cores * 1e3 / c.one_thread_ms / best_rate,
-        c.two_threads_ms / best_p50
+        c.all_cores_ms / best_p50
     )
 }
 

@@ -20,8 +20,8 @@ const INLINE_HASH_BYTES: usize = 256 << 10;
 
 /// How often expired answers are swept out. Without a sweep an expired
 /// answer nobody asks for again (most of them: each photo is new) stays
-/// until the byte bound pushes it out, so the cache always grew to
-/// `max_bytes` (256 MiB by default) whatever the TTL.
+/// until the byte bound pushes it out, so a server answering new photos
+/// grew its cache to `max_bytes` (256 MiB by default) whatever the TTL.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]

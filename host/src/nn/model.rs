@@ -157,12 +157,12 @@ impl Runner for SessionRunner {
             outs.iter().map(|(name, v)| Ok((name.to_string(), from_value(model, name, &v)?))).collect()
         };
         let failed = |e: ort::Error| NnError::Runtime(format!("model '{model}': {e}"));
-        // Alone in the process: every core. The lock is free unless this
-        // model's other worker entered alone a moment ago and still runs.
         let count = |threads: &str| {
             let labels = crate::metrics::ModelRunLabels { model: model.clone(), threads: threads.into() };
             crate::metrics::global().model_runs.get_or_create(&labels).inc();
         };
+        // Alone in the process: every core. The lock is free unless this
+        // model's other worker entered alone a moment ago and still runs.
         if let Some(mut wide) = self.wide.as_ref().filter(|_| alone).and_then(|w| w.try_lock().ok()) {
             count("shared_pool");
             return convert(wide.run(values).map_err(failed)?);
