@@ -238,32 +238,40 @@ fn status_mib(pid: u32, field: &str) -> f64 {
     kib.map_or(f64::NAN, |k| k / 1024.0)
 }
 
+/// Each route's model and its input, as config/osprey.toml and the
+/// image-prep settings of its routes give them.
+fn route_models() -> [(&'static str, &'static str, osprey::imaging::TensorSpec); 3] {
+    use osprey::imaging::{Elem, Fit, Layout, TensorSpec};
+    let spec = |width, height, fit, elem, std| TensorSpec { width, height, fit, pad: 114, layout: Layout::Nhwc, bgr: false, elem, mean: [0.0; 3], std: [std; 3] };
+    [
+        ("/v1/detect", "yolov5s", spec(640, 640, Fit::Letterbox, Elem::F32, 255.0)),
+        ("/v1/detect/fast", "ssd_mobilenet_v2", spec(300, 300, Fit::Stretch, Elem::U8, 1.0)),
+        ("/v1/classify", "efficientnet_lite3", spec(280, 280, Fit::Stretch, Elem::U8, 1.0)),
+    ]
+}
+
+/// Median of 15 runs of `f` in ms, after one run to warm it up.
+fn warm_median_ms(f: &dyn Fn()) -> f64 {
+    f();
+    load::median_ms(15, &mut || f())
+}
+
 /// Osprey's preparation of the 12 MP photo for each route's model input, in
 /// this process on one thread: decoded in full then resized (as before), or
 /// decoded at the reduced scale the host picks. Median of 15 each.
 fn prep_times() -> String {
-    use osprey::imaging::{self, Elem, Fit, Layout, TensorSpec};
-    let spec = |width, height, fit, elem, std| TensorSpec { width, height, fit, pad: 114, layout: Layout::Nhwc, bgr: false, elem, mean: [0.0; 3], std: [std; 3] };
-    let specs = [
-        ("/v1/detect", spec(640, 640, Fit::Letterbox, Elem::F32, 255.0)),
-        ("/v1/detect/fast", spec(300, 300, Fit::Stretch, Elem::U8, 1.0)),
-        ("/v1/classify", spec(280, 280, Fit::Stretch, Elem::U8, 1.0)),
-    ];
-    let median_ms = |f: &dyn Fn()| -> f64 {
-        f();
-        load::median_ms(15, &mut || f())
-    };
+    use osprey::imaging;
     let mut s = format!(
         "Osprey's preparation of {BIG} (decode + resize into the model input, ms, median of 15 on one thread, this process):\n\n\
          | route | model input | full decode | reduced-scale decode | ratio |\n|---|---|---:|---:|---:|\n"
     );
     let bytes = osprey_tests::image(BIG);
-    for (route, sp) in &specs {
-        let full = median_ms(&|| {
+    for (route, _, sp) in &route_models() {
+        let full = warm_median_ms(&|| {
             let img = imaging::decode(&bytes, 40_000_000).expect("decode");
             imaging::to_tensor(&img, sp).expect("tensor");
         });
-        let scaled = median_ms(&|| {
+        let scaled = warm_median_ms(&|| {
             imaging::decode_to_tensor(&bytes, 40_000_000, sp).expect("decode to tensor");
         });
         let _ = writeln!(s, "| {route} | {}x{} | {full:.1} | {scaled:.1} | {:.2}x |", sp.width, sp.height, scaled / full);
@@ -288,14 +296,8 @@ struct Ceiling {
 }
 
 fn model_runs() -> (String, Vec<Ceiling>) {
-    use osprey::imaging::{self, Elem, Fit, Layout, TensorSpec};
+    use osprey::imaging;
     use osprey::nn::{Batching, Identity, LoadSpec, Model, Target, Threads};
-    let spec = |width, height, fit, elem, std| TensorSpec { width, height, fit, pad: 114, layout: Layout::Nhwc, bgr: false, elem, mean: [0.0; 3], std: [std; 3] };
-    let models = [
-        ("/v1/detect", "yolov5s", spec(640, 640, Fit::Letterbox, Elem::F32, 255.0)),
-        ("/v1/detect/fast", "ssd_mobilenet_v2", spec(300, 300, Fit::Stretch, Elem::U8, 1.0)),
-        ("/v1/classify", "efficientnet_lite3", spec(280, 280, Fit::Stretch, Elem::U8, 1.0)),
-    ];
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut s = String::from(
         "The model run alone (ONNX Runtime in this process on dog.jpg's input, ms, median of 15), and the ceiling it sets \
@@ -304,7 +306,7 @@ fn model_runs() -> (String, Vec<Ceiling>) {
     );
     let photo = osprey_tests::image("dog.jpg");
     let mut ceilings = Vec::new();
-    for (route, name, sp) in models {
+    for (route, name, sp) in route_models() {
         let file = osprey_tests::repo().join(format!("models/{name}/model.onnx"));
         let (input, _, _) = imaging::decode_to_tensor(&photo, 40_000_000, &sp).expect("dog.jpg into the model input");
         // `Auto`, one session: a lone run goes to the shared pool.
@@ -312,9 +314,7 @@ fn model_runs() -> (String, Vec<Ceiling>) {
             let id = Identity { name: name.into(), version: "1".into(), file: file.clone(), sha256: String::new() };
             let load = LoadSpec { target: Target::Cpu, instances: 1, threads, batching: Batching::default() };
             let model = Model::load(id, vec![], &load).unwrap_or_else(|e| panic!("{name}: {e} (run `make setup`)"));
-            let run = || drop(model.run(vec![("input".into(), input.clone())]).expect("model run"));
-            run();
-            load::median_ms(15, &mut || run())
+            warm_median_ms(&|| drop(model.run(vec![("input".into(), input.clone())]).expect("model run")))
         };
         let (one_thread_ms, own_pool_ms, shared_pool_ms) = (time(Threads::Own(1)), time(Threads::Own(cores)), time(Threads::Auto));
         let _ = writeln!(s, "| {route} | {name} | {one_thread_ms:.1} | {own_pool_ms:.1} | {shared_pool_ms:.1} | {:.1} |", cores as f64 * 1e3 / one_thread_ms);
