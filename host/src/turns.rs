@@ -22,9 +22,12 @@
 //! on a route with less turn time can still overtake it, which the learnt
 //! lateness of its route (how much longer its real waits were than
 //! predicted) makes up for. Its own run is predicted as its route's mean
-//! hold plus twice their mean deviation (as TCP sets its retransmission
-//! timeout from the round trip's mean and deviation); wait and run must fit
-//! in four fifths of the deadline left (`HEADROOM`).
+//! hold plus twice their mean deviation; wait and run must fit in four
+//! fifths of the deadline left (`HEADROOM`). When its turn comes, what is
+//! left must cover the mean plus four deviations (`COVER`), as TCP sets its
+//! retransmission timeout from the round trip's mean and deviation: a run
+//! that overruns is a 504, a run not started is a 503 with `Retry-After`
+//! and its turn goes to the next waiter.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -48,6 +51,12 @@ const HEADROOM: f64 = 0.8;
 /// shorter than half what the holds say.
 const LATENESS: (u64, u64) = (500, 4000);
 
+/// How many mean deviations past its route's mean hold a run must have left
+/// to be started (TCP's factor). With two, a 30-minute soak on a machine where
+/// a run took 0.3 s alone or 0.5 s beside another started 73 light-route runs
+/// that then passed their deadline.
+const COVER: u64 = 4;
+
 /// Weight of a new sample: the estimate follows a change of load within
 /// about eight turns, and one slow request moves it by an eighth.
 const NEW_SAMPLE: f64 = 1.0 / 8.0;
@@ -62,8 +71,8 @@ pub enum Refused {
     #[error("the predicted wait ({} ms) and run would end in {} ms, past the {} ms this deadline allows", .wait.as_millis(), .answer.as_millis(), .bound.as_millis())]
     WouldMiss { wait: Duration, answer: Duration, bound: Duration },
     /// Its deadline passed while it waited, or what was left of it when its
-    /// turn came could not cover its route's run (mean plus twice the
-    /// deviation): it was never started.
+    /// turn came could not cover its route's run (mean plus `COVER`
+    /// deviations): it was never started.
     #[error("it waited {} ms for a turn, and the {} ms left of its deadline could not cover a run of about {} ms; it was not started", .waited.as_millis(), .left.as_millis(), .run.as_millis())]
     NotInTime { waited: Duration, left: Duration, run: Duration },
 }
@@ -159,8 +168,10 @@ impl Turns {
     /// is predicted not to finish in time.
     pub async fn take(self: &Arc<Self>, route: &str, left: Duration, max_waiting: usize) -> Result<Turn, Refused> {
         let figures = self.figures(route);
-        // Its own run, as predicted: the route's mean hold plus twice the deviation.
+        // Its own run, as predicted: the route's mean hold plus twice the
+        // deviation; and what must be left of the deadline to start it.
         let run = Duration::from_micros(figures.hold_us + 2 * figures.spread_us);
+        let cover = Duration::from_micros(figures.hold_us + COVER * figures.spread_us);
         let now = Instant::now();
         let (grant, key, predicted) = {
             let mut q = self.queue();
@@ -191,7 +202,7 @@ impl Turns {
         };
         // However the wait ends, the waiter leaves its line (a no-op once granted).
         let _leave = Leave { turns: self, route, key };
-        let not_in_time = |left_now| Refused::NotInTime { waited: now.elapsed(), left: left_now, run };
+        let not_in_time = |left_now| Refused::NotInTime { waited: now.elapsed(), left: left_now, run: cover };
         match tokio::time::timeout(left, grant).await {
             Ok(Ok(turn)) => {
                 if let Some(predicted) = predicted {
@@ -200,7 +211,7 @@ impl Turns {
                 // A run that cannot end in time would only hold the cores for
                 // a 504: the turn goes to the next waiter instead.
                 let left_now = left.saturating_sub(now.elapsed());
-                if left_now < run {
+                if left_now < cover {
                     turn.unused();
                     return Err(not_in_time(left_now));
                 }
@@ -435,6 +446,27 @@ mod tests {
         drop(q);
         // Only the 250 ms turn was recorded (100 -> 118.75 ms), not the unused one.
         assert!(t.figures("/a").hold_us > 110_000, "{}", t.figures("/a").hold_us);
+    }
+
+    #[tokio::test]
+    async fn a_turn_must_have_left_the_mean_hold_plus_four_deviations_to_start() {
+        let t = Turns::new(1);
+        // Holds of 100 and 300 ms, the last 300: mean 207, deviation 107.
+        for i in 0..200 {
+            t.record("/a", Duration::from_millis(if i % 2 == 0 { 100 } else { 300 }));
+        }
+        let held = t.take("/a", Duration::from_secs(1), 8).await.unwrap();
+        // Predicted: 207 ms wait + a 420 ms run, within 4/5 of 1 s: let in.
+        let waiting = tokio::spawn({
+            let t = t.clone();
+            async move { t.take("/a", Duration::from_millis(1000), 8).await.map(drop) }
+        });
+        // The turn ahead takes 500 ms: the 500 ms left would cover the mean
+        // plus two deviations (420 ms) but not plus four (633 ms).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(held);
+        let Err(Refused::NotInTime { left, run, .. }) = waiting.await.unwrap() else { panic!("started with too little left") };
+        assert!(left < run && (620..650).contains(&run.as_millis()), "{left:?} {run:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

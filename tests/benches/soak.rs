@@ -162,6 +162,10 @@ fn small_mp4() -> PathBuf {
 
 async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies, stop: Arc<AtomicBool>, serial: Arc<AtomicU64>) {
     let client = reqwest::Client::builder().pool_max_idle_per_host(1).http1_only().timeout(Duration::from_secs(120)).build().unwrap();
+    // A job's events come for as long as the job runs (up to its own limit,
+    // ten times the longest video): no whole-request timeout, only a silence
+    // longer than three of the server's 10 s keep-alives.
+    let events = reqwest::Client::builder().http1_only().read_timeout(Duration::from_secs(30)).build().unwrap();
     while !stop.load(Ordering::Relaxed) {
         let n = serial.fetch_add(1, Ordering::Relaxed);
         // Bytes after the image's end: the decoders ignore them, the cache key does not.
@@ -203,7 +207,17 @@ async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies
                 }
                 let status = match (&ask, status, body) {
                     // The job's events, read to its end: a failed job counts as a 500.
-                    (Ask::Video { .. }, 202, Ok(body)) => follow(&client, &base, &body).await,
+                    (Ask::Video { .. }, 202, Ok(body)) => match follow(&events, &base, &body).await {
+                        Ok(()) => 200,
+                        Err((status, why)) => {
+                            let mut all = tallies.lock().unwrap();
+                            let odd = &mut all.entry(kind).or_default().odd;
+                            if odd.len() < 3 {
+                                odd.push(format!("job {} after {:.2} s: {why}", if status == 0 { "cut" } else { "failed" }, sent.elapsed().as_secs_f64()));
+                            }
+                            status
+                        }
+                    },
                     (_, s, Ok(_)) => s,
                     (_, _, Err(_)) => 0,
                 };
@@ -227,18 +241,21 @@ async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies
     }
 }
 
-/// Reads a video job's events to the end: 200 when it ended `done`, 500 when `failed`, 0 when cut.
-async fn follow(client: &reqwest::Client, base: &str, accepted: &[u8]) -> u16 {
-    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(accepted) else { return 0 };
-    let Some(events) = answer["events"].as_str() else { return 0 };
-    let Ok(resp) = client.get(format!("{base}{events}")).send().await else { return 0 };
-    let Ok(text) = resp.text().await else { return 0 };
+/// Reads a video job's events to the end: `Ok` when it ended `done`; else
+/// 500 when it ended `failed`, 0 when the stream was cut, and what was seen.
+async fn follow(client: &reqwest::Client, base: &str, accepted: &[u8]) -> Result<(), (u16, String)> {
+    let answer = serde_json::from_slice::<serde_json::Value>(accepted).map_err(|e| (0, format!("the 202's body is no JSON: {e}")))?;
+    let events = answer["events"].as_str().ok_or_else(|| (0, format!("the 202 names no events: {answer}")))?;
+    let resp = client.get(format!("{base}{events}")).send().await.map_err(|e| (0, format!("GET {events}: {e:?}")))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| (0, format!("reading {events} ({status}): {e:?}")))?;
+    let tail = || text.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect::<String>();
     if text.contains("event: done") {
-        200
+        Ok(())
     } else if text.contains("event: failed") {
-        500
+        Err((500, tail()))
     } else {
-        0
+        Err((0, format!("{status}, {} bytes, ending: {}", text.len(), tail())))
     }
 }
 

@@ -5,6 +5,9 @@
 //! One turn (`max_inflight = 1`) and a plugin that loops until its route's
 //! 300 ms deadline stops it: every turn is held 300 ms, so a request queued
 //! behind a running one cannot finish in time.
+//!
+//! And a route with branches that waited for its turn: its branches still get
+//! their own routes' deadlines, counted from when they start.
 
 use std::time::{Duration, Instant};
 
@@ -67,5 +70,80 @@ fn a_request_that_cannot_finish_in_time_is_refused_at_once() {
     }
     let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
     assert!(metrics.contains("osprey_admission_refused_total{route=\"/t/loop\"} 5"), "{metrics}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const FUSION: &str = r#"
+[server]
+max_inflight = 1
+plugin_memory_mib = 64
+
+[models.ssd]
+file = "REPO/models/ssd_mobilenet_v2/model.onnx"
+labels = "REPO/models/ssd_mobilenet_v2/labels.txt"
+input = { layout = "nhwc", width = 300, height = 300, type = "u8" }
+instances = 1
+
+[plugins.misbehave]
+file = "REPO/target/wasm32-wasip2/plugin/misbehave.wasm"
+[plugins.image-prep]
+file = "REPO/target/wasm32-wasip2/plugin/image_prep.wasm"
+[plugins.ssd]
+file = "REPO/target/wasm32-wasip2/plugin/ssd.wasm"
+[plugins.fusion]
+file = "REPO/target/wasm32-wasip2/plugin/fusion.wasm"
+
+[[routes]]
+path = "/t/loop"
+deadline_ms = 2000
+cache_ttl_s = 0
+stages = [{ plugin = "misbehave", settings = { mode = "loop" } }]
+
+[[routes]]
+path = "/t/fast"
+deadline_ms = 1500
+cache_ttl_s = 0
+stages = [
+  { plugin = "image-prep", settings = { width = 300, height = 300, fit = "stretch", layout = "nhwc", dtype = "u8" } },
+  { plugin = "ssd", settings = { model = "ssd", conf = 0.4, max_det = 100 } },
+]
+
+[[routes]]
+path = "/t/fuse"
+deadline_ms = 15000
+cache_ttl_s = 0
+branches = { visible = "/t/fast", infrared = "/t/fast" }
+stages = [{ plugin = "fusion", settings = { method = "rule", primary = "visible", iou_thr = 0.75 } }]
+"#;
+
+/// The bug: a branch's deadline was its route's (1.5 s here) counted from
+/// when the whole request came, so a fusion that had waited 2 s for its turn
+/// (of its 15) ran its branches with no time left and answered 504.
+#[test]
+fn branches_of_a_request_that_waited_for_its_turn_get_their_own_deadline_from_their_start() {
+    use reqwest::blocking::multipart::{Form, Part};
+    let dir = std::env::temp_dir().join(osprey_tests::unique_name("osprey-admission-branches"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("osprey.toml");
+    std::fs::write(&config, FUSION.replace("REPO", &osprey_tests::repo().display().to_string())).unwrap();
+    let server = osprey_tests::start(&config);
+
+    // The one turn is held for 2 s by a loop stopped at its deadline.
+    let holding = std::thread::spawn({
+        let url = server.url("/t/loop");
+        move || call(&url)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let part = || Part::bytes(osprey_tests::image("dog.jpg")).mime_str("image/jpeg").unwrap();
+    let started = Instant::now();
+    let resp = client().post(server.url("/t/fuse")).multipart(Form::new().part("visible", part()).part("infrared", part())).send().unwrap();
+    let waited = started.elapsed();
+    let status = resp.status().as_u16();
+    let body = resp.text().unwrap();
+    assert_eq!(holding.join().unwrap().0, 504, "the loop held the turn to its deadline");
+    assert!(waited > Duration::from_millis(1500), "the fusion waited past its branches' deadline for its turn: {waited:?}");
+    assert_eq!(status, 200, "its branches ran in their own 1.5 s: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(!answer["detections"].as_array().unwrap().is_empty(), "dog.jpg has things to find: {answer}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

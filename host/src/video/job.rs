@@ -234,7 +234,8 @@ async fn frames(job: &Job, work: &Work) -> Result<(u64, u64), ServeError> {
 
 /// One frame through the route, as a client's request would go; its JSON
 /// answer, or `{"error": {...}}`. Limits push back rather than fail: an
-/// empty token bucket or a full queue means wait and try again.
+/// empty token bucket, a full queue, or a turn refused (at once, or when it
+/// came too late to finish) means wait and try again.
 async fn one_frame(work: &Work, jpeg: Bytes) -> String {
     let route = &work.snapshot.routes[work.route];
     loop {
@@ -248,7 +249,7 @@ async fn one_frame(work: &Work, jpeg: Bytes) -> String {
         let id = work.shared.request_id();
         match route::run_upload(&work.shared, work.snapshot.clone(), work.route, upload, work.overrides.clone(), id).await {
             Ok(body) => return json_text(body),
-            Err(ServeError::Overloaded(_) | ServeError::WouldMissDeadline { .. } | ServeError::Plugin(PluginError::Overloaded(_))) => tokio::time::sleep(OVERLOAD_PAUSE).await,
+            Err(ServeError::Overloaded(_) | ServeError::WouldMissDeadline { .. } | ServeError::NotInTime(_) | ServeError::Plugin(PluginError::Overloaded(_))) => tokio::time::sleep(OVERLOAD_PAUSE).await,
             Err(e) => return json!({"error": respond::error_object(&e)}).to_string(),
         }
     }
