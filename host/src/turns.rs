@@ -54,7 +54,7 @@ const LATENESS: (u64, u64) = (500, 4000);
 /// How many mean deviations past its route's mean hold a run must have left
 /// to be started (TCP's factor). With two, a 30-minute soak on a machine where
 /// a run took 0.3 s alone or 0.5 s beside another started 73 light-route runs
-/// that then passed their deadline.
+/// that then passed their deadline; with four, 14 in the same soak.
 const COVER: u64 = 4;
 
 /// Weight of a new sample: the estimate follows a change of load within

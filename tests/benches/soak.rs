@@ -99,6 +99,7 @@ fn main() {
     let tallies: Tallies = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let serial = Arc::new(AtomicU64::new(0));
+    START.get_or_init(Instant::now);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let asks: Vec<(&'static str, Ask)> = MIX.iter().flat_map(|(kind, n)| std::iter::repeat_n((*kind, ask(kind)), *n)).collect();
     let load = {
@@ -160,6 +161,17 @@ fn small_mp4() -> PathBuf {
     path
 }
 
+/// When the load began: odd answers are told by when they were sent, to set
+/// beside the reloads (every 60 s from then).
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// How many odd answers are kept per kind, to be printed.
+const ODD_KEPT: usize = 20;
+
+fn since_start(at: Instant) -> f64 {
+    at.saturating_duration_since(*START.get().expect("set before the load")).as_secs_f64()
+}
+
 async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies, stop: Arc<AtomicBool>, serial: Arc<AtomicU64>) {
     let client = reqwest::Client::builder().pool_max_idle_per_host(1).http1_only().timeout(Duration::from_secs(120)).build().unwrap();
     // A job's events come for as long as the job runs (up to its own limit,
@@ -201,8 +213,8 @@ async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies
                 if !(200..300).contains(&status) && status != 429 && status != 503 {
                     let mut all = tallies.lock().unwrap();
                     let odd = &mut all.entry(kind).or_default().odd;
-                    if odd.len() < 3 {
-                        odd.push(format!("{status} after {:.2} s: {}", sent.elapsed().as_secs_f64(), body.as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect::<String>()).unwrap_or_default()));
+                    if odd.len() < ODD_KEPT {
+                        odd.push(format!("{status} at {:.0} s, after {:.2} s: {}", since_start(sent), sent.elapsed().as_secs_f64(), body.as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect::<String>()).unwrap_or_default()));
                     }
                 }
                 let status = match (&ask, status, body) {
@@ -212,8 +224,8 @@ async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies
                         Err((status, why)) => {
                             let mut all = tallies.lock().unwrap();
                             let odd = &mut all.entry(kind).or_default().odd;
-                            if odd.len() < 3 {
-                                odd.push(format!("job {} after {:.2} s: {why}", if status == 0 { "cut" } else { "failed" }, sent.elapsed().as_secs_f64()));
+                            if odd.len() < ODD_KEPT {
+                                odd.push(format!("job {} at {:.0} s, after {:.2} s: {why}", if status == 0 { "cut" } else { "failed" }, since_start(sent), sent.elapsed().as_secs_f64()));
                             }
                             status
                         }
