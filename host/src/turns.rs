@@ -162,16 +162,21 @@ impl Turns {
         own.unwrap_or(Figures { hold_us: self.hold_us.load(Ordering::Acquire), spread_us: 0, late_permille: 1000 })
     }
 
+    /// What must be left of a deadline to start a run of `route`: its mean
+    /// hold plus `COVER` deviations.
+    fn cover(&self, route: &str) -> Duration {
+        let f = self.figures(route);
+        Duration::from_micros(f.hold_us + COVER * f.spread_us)
+    }
+
     /// A turn for a request of `route` with `left` of its deadline: at once
     /// when one is free and nobody waits, after its place in the lines
     /// otherwise; refused at once when `max_waiting` wait already or when it
     /// is predicted not to finish in time.
     pub async fn take(self: &Arc<Self>, route: &str, left: Duration, max_waiting: usize) -> Result<Turn, Refused> {
         let figures = self.figures(route);
-        // Its own run, as predicted: the route's mean hold plus twice the
-        // deviation; and what must be left of the deadline to start it.
+        // Its own run, as predicted: the route's mean hold plus twice the deviation.
         let run = Duration::from_micros(figures.hold_us + 2 * figures.spread_us);
-        let cover = Duration::from_micros(figures.hold_us + COVER * figures.spread_us);
         let now = Instant::now();
         let (grant, key, predicted) = {
             let mut q = self.queue();
@@ -202,23 +207,26 @@ impl Turns {
         };
         // However the wait ends, the waiter leaves its line (a no-op once granted).
         let _leave = Leave { turns: self, route, key };
-        let not_in_time = |left_now| Refused::NotInTime { waited: now.elapsed(), left: left_now, run: cover };
+        let not_in_time = |left_now, cover| Refused::NotInTime { waited: now.elapsed(), left: left_now, run: cover };
         match tokio::time::timeout(left, grant).await {
             Ok(Ok(turn)) => {
                 if let Some(predicted) = predicted {
                     self.learn(route, predicted, now.elapsed());
                 }
                 // A run that cannot end in time would only hold the cores for
-                // a 504: the turn goes to the next waiter instead.
+                // a 504: the turn goes to the next waiter instead. Judged by
+                // the route's figures now, not when it came: the first
+                // requests after a start come before any turn was measured.
+                let cover = self.cover(route);
                 let left_now = left.saturating_sub(now.elapsed());
                 if left_now < cover {
                     turn.unused();
-                    return Err(not_in_time(left_now));
+                    return Err(not_in_time(left_now, cover));
                 }
                 Ok(turn)
             }
             // The sender is only dropped with the line: never while a waiter is in it.
-            Ok(Err(_)) | Err(_) => Err(not_in_time(Duration::ZERO)),
+            Ok(Err(_)) | Err(_) => Err(not_in_time(Duration::ZERO, self.cover(route))),
         }
     }
 
@@ -436,16 +444,35 @@ mod tests {
             let t = t.clone();
             async move { t.take("/a", Duration::from_millis(300), 8).await.map(drop) }
         });
-        // The turn ahead takes 250 ms instead: 50 ms left cannot cover a 100 ms run.
+        // The turn ahead takes 250 ms instead: 50 ms left cannot cover a run
+        // (100 ms, and more with that turn measured).
         tokio::time::sleep(Duration::from_millis(250)).await;
         drop(held);
         let Err(Refused::NotInTime { waited, left, run }) = waiting.await.unwrap() else { panic!("started too late to finish") };
-        assert!(waited >= Duration::from_millis(250) && left < run && run == Duration::from_millis(100), "{waited:?} {left:?} {run:?}");
+        assert!(waited >= Duration::from_millis(250) && left < run && run > Duration::from_millis(100), "{waited:?} {left:?} {run:?}");
         let q = t.queue();
         assert_eq!((q.free, q.waiting), (1, 0), "the slot is free again");
         drop(q);
         // Only the 250 ms turn was recorded (100 -> 118.75 ms), not the unused one.
         assert!(t.figures("/a").hold_us > 110_000, "{}", t.figures("/a").hold_us);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_let_in_before_any_turn_was_measured_is_held_to_what_was_measured_since() {
+        let t = Turns::new(1);
+        let held = t.take("/a", Duration::from_secs(1), 8).await.unwrap();
+        // Nothing measured yet: let in, whatever it will need.
+        let waiting = tokio::spawn({
+            let t = t.clone();
+            async move { t.take("/a", Duration::from_millis(300), 8).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Meanwhile turns of the route were measured at 200 ms each.
+        record(&t, "/a", 200, 20);
+        tokio::time::sleep(Duration::from_millis(130)).await;
+        drop(held);
+        let Err(Refused::NotInTime { left, run, .. }) = waiting.await.unwrap() else { panic!("started with 150 ms left for a 200 ms run") };
+        assert!(left < run && run >= Duration::from_millis(190), "{left:?} {run:?}");
     }
 
     #[tokio::test]
@@ -455,7 +482,8 @@ mod tests {
         for i in 0..200 {
             t.record("/a", Duration::from_millis(if i % 2 == 0 { 100 } else { 300 }));
         }
-        let held = t.take("/a", Duration::from_secs(1), 8).await.unwrap();
+        // The turn ahead is another route's, so its hold leaves /a's figures as they are.
+        let held = t.take("/b", Duration::from_secs(1), 8).await.unwrap();
         // Predicted: 207 ms wait + a 420 ms run, within 4/5 of 1 s: let in.
         let waiting = tokio::spawn({
             let t = t.clone();
