@@ -36,13 +36,20 @@ fn call(url: &str) -> (u16, Option<String>, String, Duration) {
     (status, retry, resp.text().unwrap(), started.elapsed())
 }
 
+/// A server on `config` (REPO standing for the repository), written to a
+/// folder of its own that the test removes.
+fn serve(config: &str, name: &str) -> (std::path::PathBuf, osprey_tests::TestServer) {
+    let dir = std::env::temp_dir().join(osprey_tests::unique_name(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("osprey.toml");
+    std::fs::write(&path, config.replace("REPO", &osprey_tests::repo().display().to_string())).unwrap();
+    let server = osprey_tests::start(&path);
+    (dir, server)
+}
+
 #[test]
 fn a_request_that_cannot_finish_in_time_is_refused_at_once() {
-    let dir = std::env::temp_dir().join(osprey_tests::unique_name("osprey-admission"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("osprey.toml");
-    std::fs::write(&config, CONFIG.replace("REPO", &osprey_tests::repo().display().to_string())).unwrap();
-    let server = osprey_tests::start(&config);
+    let (dir, server) = serve(CONFIG, "osprey-admission");
     let url = server.url("/t/loop");
 
     // The first turn teaches the estimate: held for the whole 300 ms.
@@ -122,11 +129,7 @@ stages = [{ plugin = "fusion", settings = { method = "rule", primary = "visible"
 #[test]
 fn branches_of_a_request_that_waited_for_its_turn_get_their_own_deadline_from_their_start() {
     use reqwest::blocking::multipart::{Form, Part};
-    let dir = std::env::temp_dir().join(osprey_tests::unique_name("osprey-admission-branches"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("osprey.toml");
-    std::fs::write(&config, FUSION.replace("REPO", &osprey_tests::repo().display().to_string())).unwrap();
-    let server = osprey_tests::start(&config);
+    let (dir, server) = serve(FUSION, "osprey-admission-branches");
 
     // The one turn is held for 2 s by a loop stopped at its deadline.
     let holding = std::thread::spawn({
