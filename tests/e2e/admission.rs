@@ -2,31 +2,16 @@
 //! wait plus its own run is predicted past its deadline, it is refused at
 //! once (503, `Retry-After`) instead of waiting the whole deadline for a 504.
 //!
-//! One turn (`max_inflight = 1`) and a plugin that loops until its route's
-//! 300 ms deadline stops it: every turn is held 300 ms, so a request queued
-//! behind a running one cannot finish in time.
+//! One turn (`max_inflight = 1`, `admission.toml`) and a plugin that loops
+//! until its route's 300 ms deadline stops it: every turn is held 300 ms, so
+//! a request queued behind a running one cannot finish in time.
 //!
-//! And a route with branches that waited for its turn: its branches still get
-//! their own routes' deadlines, counted from when they start.
+//! And a route with branches that waited for its turn (`branches.toml`): its
+//! branches still get their own routes' deadlines, counted from when they start.
 
 use std::time::{Duration, Instant};
 
 use super::client;
-
-const CONFIG: &str = r#"
-[server]
-max_inflight = 1
-plugin_memory_mib = 64
-
-[plugins.misbehave]
-file = "REPO/target/wasm32-wasip2/plugin/misbehave.wasm"
-
-[[routes]]
-path = "/t/loop"
-deadline_ms = 300
-cache_ttl_s = 0
-stages = [{ plugin = "misbehave", settings = { mode = "loop" } }]
-"#;
 
 fn call(url: &str) -> (u16, Option<String>, String, Duration) {
     let started = Instant::now();
@@ -36,20 +21,14 @@ fn call(url: &str) -> (u16, Option<String>, String, Duration) {
     (status, retry, resp.text().unwrap(), started.elapsed())
 }
 
-/// A server on `config` (REPO standing for the repository), written to a
-/// folder of its own that the test removes.
-fn serve(config: &str, name: &str) -> (std::path::PathBuf, osprey_tests::TestServer) {
-    let dir = std::env::temp_dir().join(osprey_tests::unique_name(name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("osprey.toml");
-    std::fs::write(&path, config.replace("REPO", &osprey_tests::repo().display().to_string())).unwrap();
-    let server = osprey_tests::start(&path);
-    (dir, server)
+/// A server of its own on `name`, a config beside this file.
+fn serve(name: &str) -> osprey_tests::TestServer {
+    osprey_tests::start(&osprey_tests::repo().join("tests/e2e").join(name))
 }
 
 #[test]
 fn a_request_that_cannot_finish_in_time_is_refused_at_once() {
-    let (dir, server) = serve(CONFIG, "osprey-admission");
+    let server = serve("admission.toml");
     let url = server.url("/t/loop");
 
     // The first turn teaches the estimate: held for the whole 300 ms.
@@ -77,51 +56,7 @@ fn a_request_that_cannot_finish_in_time_is_refused_at_once() {
     }
     let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
     assert!(metrics.contains("osprey_admission_refused_total{route=\"/t/loop\"} 5"), "{metrics}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
-
-const FUSION: &str = r#"
-[server]
-max_inflight = 1
-plugin_memory_mib = 64
-
-[models.ssd]
-file = "REPO/models/ssd_mobilenet_v2/model.onnx"
-labels = "REPO/models/ssd_mobilenet_v2/labels.txt"
-input = { layout = "nhwc", width = 300, height = 300, type = "u8" }
-instances = 1
-
-[plugins.misbehave]
-file = "REPO/target/wasm32-wasip2/plugin/misbehave.wasm"
-[plugins.image-prep]
-file = "REPO/target/wasm32-wasip2/plugin/image_prep.wasm"
-[plugins.ssd]
-file = "REPO/target/wasm32-wasip2/plugin/ssd.wasm"
-[plugins.fusion]
-file = "REPO/target/wasm32-wasip2/plugin/fusion.wasm"
-
-[[routes]]
-path = "/t/loop"
-deadline_ms = 2000
-cache_ttl_s = 0
-stages = [{ plugin = "misbehave", settings = { mode = "loop" } }]
-
-[[routes]]
-path = "/t/fast"
-deadline_ms = 1500
-cache_ttl_s = 0
-stages = [
-  { plugin = "image-prep", settings = { width = 300, height = 300, fit = "stretch", layout = "nhwc", dtype = "u8" } },
-  { plugin = "ssd", settings = { model = "ssd", conf = 0.4, max_det = 100 } },
-]
-
-[[routes]]
-path = "/t/fuse"
-deadline_ms = 15000
-cache_ttl_s = 0
-branches = { visible = "/t/fast", infrared = "/t/fast" }
-stages = [{ plugin = "fusion", settings = { method = "rule", primary = "visible", iou_thr = 0.75 } }]
-"#;
 
 /// The bug: a branch's deadline was its route's (1.5 s here) counted from
 /// when the whole request came, so a fusion that had waited 2 s for its turn
@@ -129,7 +64,7 @@ stages = [{ plugin = "fusion", settings = { method = "rule", primary = "visible"
 #[test]
 fn branches_of_a_request_that_waited_for_its_turn_get_their_own_deadline_from_their_start() {
     use reqwest::blocking::multipart::{Form, Part};
-    let (dir, server) = serve(FUSION, "osprey-admission-branches");
+    let server = serve("branches.toml");
 
     // The one turn is held for 2 s by a loop stopped at its deadline.
     let holding = std::thread::spawn({
@@ -148,5 +83,4 @@ fn branches_of_a_request_that_waited_for_its_turn_get_their_own_deadline_from_th
     assert_eq!(status, 200, "its branches ran in their own 1.5 s: {body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(!answer["detections"].as_array().unwrap().is_empty(), "dog.jpg has things to find: {answer}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
