@@ -38,7 +38,7 @@ struct Tally {
     statuses: BTreeMap<u16, u64>,
     bare_503: u64,
     ok_ms: Vec<f64>,
-    /// The first few answers of another kind, to print.
+    /// The first answers of another kind, to print.
     odd: Vec<String>,
 }
 
@@ -168,8 +168,15 @@ static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 /// How many odd answers are kept per kind, to be printed.
 const ODD_KEPT: usize = 20;
 
-fn since_start(at: Instant) -> f64 {
-    at.saturating_duration_since(*START.get().expect("set before the load")).as_secs_f64()
+/// Keeps an answer of another kind (`what`, with `text`) to print, up to
+/// `ODD_KEPT` per kind, with when it was sent and how long it took.
+fn keep_odd(tallies: &Tallies, kind: &'static str, sent: Instant, what: &str, text: &str) {
+    let at = sent.saturating_duration_since(*START.get().expect("set before the load")).as_secs_f64();
+    let mut all = tallies.lock().unwrap();
+    let odd = &mut all.entry(kind).or_default().odd;
+    if odd.len() < ODD_KEPT {
+        odd.push(format!("{what} at {at:.0} s, after {:.2} s: {text}", sent.elapsed().as_secs_f64()));
+    }
 }
 
 async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies, stop: Arc<AtomicBool>, serial: Arc<AtomicU64>) {
@@ -211,22 +218,15 @@ async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies
                 let bare = status == 503 && !resp.headers().contains_key("retry-after");
                 let body = resp.bytes().await;
                 if !(200..300).contains(&status) && status != 429 && status != 503 {
-                    let mut all = tallies.lock().unwrap();
-                    let odd = &mut all.entry(kind).or_default().odd;
-                    if odd.len() < ODD_KEPT {
-                        odd.push(format!("{status} at {:.0} s, after {:.2} s: {}", since_start(sent), sent.elapsed().as_secs_f64(), body.as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect::<String>()).unwrap_or_default()));
-                    }
+                    let text = body.as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect::<String>()).unwrap_or_default();
+                    keep_odd(&tallies, kind, sent, &format!("{status}"), &text);
                 }
                 let status = match (&ask, status, body) {
                     // The job's events, read to its end: a failed job counts as a 500.
                     (Ask::Video { .. }, 202, Ok(body)) => match follow(&events, &base, &body).await {
                         Ok(()) => 200,
                         Err((status, why)) => {
-                            let mut all = tallies.lock().unwrap();
-                            let odd = &mut all.entry(kind).or_default().odd;
-                            if odd.len() < ODD_KEPT {
-                                odd.push(format!("job {} at {:.0} s, after {:.2} s: {why}", if status == 0 { "cut" } else { "failed" }, since_start(sent), sent.elapsed().as_secs_f64()));
-                            }
+                            keep_odd(&tallies, kind, sent, if status == 0 { "job cut" } else { "job failed" }, &why);
                             status
                         }
                     },
