@@ -199,10 +199,11 @@ bench-overload: setup
 bench-streams: setup test-services
 	$(CARGO) bench -p osprey-tests --bench streams
 
-# 30 minutes of every route, OIP, videos and reloads past capacity on loopback:
-# only 2xx, 429 and 503 with Retry-After; RSS, open files, threads flat (README).
-# OSPREY_SOAK_SECS sets the length.
-soak: setup
+# 30 minutes of every route, OIP, videos and reloads at twice what this machine
+# serves of them, on loopback: only 2xx, 429 and 503 with Retry-After; RSS,
+# open files, threads flat (README). OSPREY_SOAK_SECS sets the length,
+# OSPREY_SOAK_LOAD the multiple. test-services: the video jobs need ffmpeg.
+soak: setup test-services
 	$(CARGO) bench -p osprey-tests --bench soak
 
 check:

@@ -3,19 +3,27 @@
 //! every image route (YOLO, SSD, classification, two-camera fusion,
 //! watermark embed and check), Open Inference Protocol requests in the
 //! binary extension, video jobs followed to their end, and a reload through
-//! the admin API every minute. Closed loop: each connection sends again as
-//! soon as it is answered (50 ms later after a refusal, as a polite client
-//! would), more connections than the server lets run or wait, so it refuses
-//! part of what it is offered; the table says what share.
+//! the admin API every minute.
 //!
-//! Passes when every answer is a 2xx, a 429, or a 503 with `Retry-After`
-//! (no 5xx of another kind, no transport error, no video job failed), and
-//! RSS, open files and threads are flat from the end of the first minute to
-//! the end (files and threads within a stated slack: the pools grow and
-//! shrink with the load). RSS is judged less what the result cache holds
-//! (`osprey_cache_bytes`, printed beside it), within 10 %: with distinct
-//! bodies every answer is new, so the cache fills for its first TTL (10
-//! minutes by default) by design and is then held there by its expiry sweep.
+//! The load is a multiple (`OSPREY_SOAK_LOAD`, default 2) of what this
+//! machine serves of that mix, measured first: for
+//! `OSPREY_SOAK_CAPACITY_SECS` (default 60, after 10 s to warm up) a closed
+//! loop of more connections than the server lets run or wait sends each
+//! kind again as soon as it is answered (after `Retry-After` when refused,
+//! as a polite client would), and what each kind got served per second is
+//! its capacity. The soak then offers each kind that many times its
+//! capacity, open loop (a new request every 1/rate seconds whatever the
+//! answers), so the server must refuse about half of what it is offered.
+//!
+//! Passes when every answer of the soak is a 2xx, a 429, or a 503 with
+//! `Retry-After` (no 5xx of another kind, no transport error, no video job
+//! failed), and RSS, open files and threads are flat from the end of its
+//! first minute to the end (files and threads within a stated slack: the
+//! pools grow and shrink with the load). RSS is judged less what the result
+//! cache holds (`osprey_cache_bytes`, printed beside it), within 10 %: with
+//! distinct bodies every answer is new, so the cache fills for its first TTL
+//! (10 minutes by default) by design and is then held there by its expiry
+//! sweep.
 //!
 //! Run by hand (not in CI): `make soak`, or
 //! `OSPREY_SOAK_SECS=600 cargo bench -p osprey-tests --bench soak`.
@@ -42,6 +50,14 @@ struct Tally {
     odd: Vec<String>,
 }
 
+impl Tally {
+    /// Answers of another kind than a 2xx, a 429 or a 503 with `Retry-After`.
+    fn other(&self) -> u64 {
+        let ok = |s: u16| (200..300).contains(&s) || s == 429 || s == 503;
+        self.statuses.iter().filter(|(s, _)| !ok(**s)).map(|(_, n)| n).sum::<u64>() + self.bare_503
+    }
+}
+
 type Tallies = Arc<Mutex<BTreeMap<&'static str, Tally>>>;
 
 /// A request a connection sends over and over; the serial makes each body distinct.
@@ -57,8 +73,10 @@ enum Ask {
     Video { mp4: Arc<Vec<u8>> },
 }
 
-/// Connections per kind of request. 42 in all: with `max_inflight` 4 and
-/// `max_waiting` 64 on 2 cores, part is refused (the table's "refused").
+/// Connections per kind of request while the capacity is measured, 42 in
+/// all: with `max_inflight` 4 and `max_waiting` 64 on 2 cores, the model
+/// routes are refused part of what they are sent, so what they get served is
+/// what the server can serve of them beside the rest.
 const MIX: &[(&str, usize)] = &[
     ("/v1/detect", 8),
     ("/v1/detect/fast", 8),
@@ -70,11 +88,26 @@ const MIX: &[(&str, usize)] = &[
     ("/v1/videos", 2),
 ];
 
+/// Requests of one kind the soak's client keeps open at once, at most: a
+/// bound on the client's memory should the server stop answering. An
+/// arrival past it is not sent and is counted as such ("not sent").
+const OUTSTANDING: usize = 256;
+
+/// Fewer answers than this in the capacity's window say little of a rate.
+const FEW: u64 = 10;
+
+/// The least rate a kind is offered, per second: a kind served nothing
+/// while the capacity was measured is still sent now and then.
+const LEAST_RATE: f64 = 0.1;
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks harness=false benches for a list.
     }
-    let secs: u64 = std::env::var("OSPREY_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
+    let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(default);
+    let secs = env("OSPREY_SOAK_SECS", 1800.0) as u64;
+    let load = env("OSPREY_SOAK_LOAD", 2.0);
+    let measure_secs = env("OSPREY_SOAK_CAPACITY_SECS", 60.0) as u64;
     let repo = osprey_tests::repo();
     let server = Osprey::start_env(&repo.join("config/osprey.toml"), ANY_PORT, &[("OSPREY_ADMIN_TOKEN", TOKEN)]);
     let base = format!("http://{}", server.addr);
@@ -96,19 +129,67 @@ fn main() {
         "/v1/videos" => Ask::Video { mp4: mp4.clone() },
         other => unreachable!("{other}"),
     };
+    let serial = Arc::new(AtomicU64::new(0));
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    // Capacity: the closed loop for 10 s to warm up, then `measure_secs`
+    // counted from a copy of the tallies taken at 10 s.
+    eprintln!("soak: measuring what this machine serves of the mix ({measure_secs} s after 10 s to warm up)");
+    let capacity = {
+        let (tallies, stop): (Tallies, _) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+        let served = |t: &Tallies| -> BTreeMap<&'static str, u64> { t.lock().unwrap().iter().map(|(k, t)| (*k, t.ok_ms.len() as u64)).collect() };
+        let asks: Vec<(&'static str, Ask)> = MIX.iter().flat_map(|(kind, n)| std::iter::repeat_n((*kind, ask(kind)), *n)).collect();
+        let loops = {
+            let (tallies, stop, serial, base, runtime) = (tallies.clone(), stop.clone(), serial.clone(), base.clone(), runtime());
+            std::thread::spawn(move || {
+                runtime.block_on(async move {
+                    let tasks: Vec<_> = asks.into_iter().map(|(kind, ask)| tokio::spawn(closed_loop(base.clone(), kind, ask, tallies.clone(), stop.clone(), serial.clone()))).collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                })
+            })
+        };
+        std::thread::sleep(Duration::from_secs(10));
+        let before = served(&tallies);
+        std::thread::sleep(Duration::from_secs(measure_secs));
+        let after = served(&tallies);
+        stop.store(true, Ordering::SeqCst);
+        loops.join().unwrap();
+        let tallies = tallies.lock().unwrap();
+        report_capacity(&tallies, measure_secs);
+        MIX.iter()
+            .map(|(kind, connections)| {
+                let done = after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0);
+                let ms = tallies.get(kind).map_or(&[][..], |t| &t.ok_ms[..]);
+                // A video job takes tens of seconds beside the rest, so a window
+                // sees a few end, or none: Little's law instead (connections each
+                // busy with one job at a time, over the mean job).
+                let rate = if done < FEW && !ms.is_empty() {
+                    *connections as f64 * 1e3 / (ms.iter().sum::<f64>() / ms.len() as f64)
+                } else {
+                    done as f64 / measure_secs as f64
+                };
+                (*kind, rate)
+            })
+            .collect::<BTreeMap<&'static str, f64>>()
+    };
+    let rates: BTreeMap<&'static str, f64> = capacity.iter().map(|(k, c)| (*k, (c * load).max(LEAST_RATE))).collect();
+    for (kind, c) in &capacity {
+        eprintln!("soak: {kind}: served {c:.2}/s at capacity; offered {:.2}/s", rates[kind]);
+    }
+
     let tallies: Tallies = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let serial = Arc::new(AtomicU64::new(0));
-    START.get_or_init(Instant::now);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let asks: Vec<(&'static str, Ask)> = MIX.iter().flat_map(|(kind, n)| std::iter::repeat_n((*kind, ask(kind)), *n)).collect();
-    let load = {
-        let (tallies, stop, serial, base) = (tallies.clone(), stop.clone(), serial.clone(), base.clone());
+    START.set(Instant::now()).expect("set once");
+    let load_thread = {
+        let (tallies, stop, serial, base, rates, runtime) = (tallies.clone(), stop.clone(), serial.clone(), base.clone(), rates.clone(), runtime());
+        let asks: Vec<(&'static str, Ask)> = MIX.iter().map(|(kind, _)| (*kind, ask(kind))).collect();
         std::thread::spawn(move || {
             runtime.block_on(async move {
                 let mut tasks: Vec<_> = asks
                     .into_iter()
-                    .map(|(kind, ask)| tokio::spawn(connection(base.clone(), kind, ask, tallies.clone(), stop.clone(), serial.clone())))
+                    .map(|(kind, ask)| tokio::spawn(open_loop(base.clone(), kind, ask, rates[kind], tallies.clone(), stop.clone(), serial.clone())))
                     .collect();
                 tasks.push(tokio::spawn(reloads(base.clone(), tallies.clone(), stop.clone())));
                 for t in tasks {
@@ -134,9 +215,9 @@ fn main() {
         samples.push(s);
     }
     stop.store(true, Ordering::SeqCst);
-    load.join().unwrap();
+    load_thread.join().unwrap();
     let peak = peak_rss_mib(server.pid());
-    let code = report(&tallies.lock().unwrap(), &samples, peak, secs);
+    let code = report(&tallies.lock().unwrap(), &capacity, &rates, load, &samples, peak, secs);
     drop(server); // `exit` runs no destructor: the server would be left running.
     std::process::exit(code);
 }
@@ -161,8 +242,9 @@ fn small_mp4() -> PathBuf {
     path
 }
 
-/// When the load began: odd answers are told by when they were sent, to set
-/// beside the reloads (every 60 s from then).
+/// When the soak's load began (unset while the capacity is measured): odd
+/// answers are told by when they were sent, to set beside the reloads (every
+/// 60 s from then).
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// How many odd answers are kept per kind, to be printed.
@@ -171,7 +253,7 @@ const ODD_KEPT: usize = 20;
 /// Keeps an answer of another kind (`what`, with `text`) to print, up to
 /// `ODD_KEPT` per kind, with when it was sent and how long it took.
 fn keep_odd(tallies: &Tallies, kind: &'static str, sent: Instant, what: &str, text: &str) {
-    let at = sent.saturating_duration_since(*START.get().expect("set before the load")).as_secs_f64();
+    let at = START.get().map_or(0.0, |start| sent.saturating_duration_since(*start).as_secs_f64());
     let mut all = tallies.lock().unwrap();
     let odd = &mut all.entry(kind).or_default().odd;
     if odd.len() < ODD_KEPT {
@@ -179,79 +261,138 @@ fn keep_odd(tallies: &Tallies, kind: &'static str, sent: Instant, what: &str, te
     }
 }
 
-async fn connection(base: String, kind: &'static str, ask: Ask, tallies: Tallies, stop: Arc<AtomicBool>, serial: Arc<AtomicU64>) {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(1).http1_only().timeout(Duration::from_secs(120)).build().unwrap();
-    // A job's events come for as long as the job runs (up to its own limit,
-    // ten times the longest video): no whole-request timeout, only a silence
-    // longer than three of the server's 10 s keep-alives.
-    let events = reqwest::Client::builder().http1_only().read_timeout(Duration::from_secs(30)).build().unwrap();
-    while !stop.load(Ordering::Relaxed) {
-        let n = serial.fetch_add(1, Ordering::Relaxed);
-        // Bytes after the image's end: the decoders ignore them, the cache key does not.
-        let distinct = |photo: &[u8]| {
-            let mut b = photo.to_vec();
-            b.extend_from_slice(format!("\n{n}").as_bytes());
-            b
-        };
-        let sent = Instant::now();
-        let request = match &ask {
-            Ask::Image { path, content_type, photo } => client.post(format!("{base}{path}")).header("content-type", *content_type).body(distinct(photo)),
-            Ask::Fuse { path, photo } => {
-                let part = |b: Vec<u8>| reqwest::multipart::Part::bytes(b).file_name("cam.jpg").mime_str("image/jpeg").unwrap();
-                let form = reqwest::multipart::Form::new().part("visible", part(distinct(photo))).part("infrared", part(distinct(photo)));
-                client.post(format!("{base}{path}")).multipart(form)
-            }
-            Ask::Oip { header, tensor } => {
-                let mut body = header.as_bytes().to_vec();
-                body.extend((0..*tensor).map(|i| (i as u64).wrapping_mul(n | 1).wrapping_add(n) as u8));
-                client
-                    .post(format!("{base}/v2/models/efficientnet_lite3/infer"))
-                    .header("content-type", "application/octet-stream")
-                    .header("inference-header-content-length", header.len())
-                    .body(body)
-            }
-            Ask::Video { mp4 } => client.post(format!("{base}/v1/videos?route=/v1/detect/fast")).header("content-type", "video/mp4").body(mp4.to_vec()),
-        };
-        let (status, bare_503) = match request.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let bare = status == 503 && !resp.headers().contains_key("retry-after");
-                let body = resp.bytes().await;
-                if !(200..300).contains(&status) && status != 429 && status != 503 {
-                    let text = body.as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect::<String>()).unwrap_or_default();
-                    keep_odd(&tallies, kind, sent, &format!("{status}"), &text);
-                }
-                let status = match (&ask, status, body) {
-                    // The job's events, read to its end: a failed job counts as a 500.
-                    (Ask::Video { .. }, 202, Ok(body)) => match follow(&events, &base, &body).await {
-                        Ok(()) => 200,
-                        Err((status, why)) => {
-                            keep_odd(&tallies, kind, sent, if status == 0 { "job cut" } else { "job failed" }, &why);
-                            status
-                        }
-                    },
-                    (_, s, Ok(_)) => s,
-                    (_, _, Err(_)) => 0,
-                };
-                (status, bare)
-            }
-            Err(_) => (0, false),
-        };
-        let took = sent.elapsed().as_secs_f64() * 1e3;
-        {
-            let mut all = tallies.lock().unwrap();
-            let t = all.entry(kind).or_default();
-            *t.statuses.entry(status).or_default() += 1;
-            t.bare_503 += u64::from(bare_503);
-            if (200..300).contains(&status) {
-                t.ok_ms.push(took);
-            }
-        }
-        if status == 429 || status == 503 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// The clients a kind's requests go out on: one for requests, one for a video
+/// job's events, which come for as long as the job runs (up to its own limit,
+/// ten times the longest video): no whole-request timeout, only a silence
+/// longer than three of the server's 10 s keep-alives.
+#[derive(Clone)]
+struct Clients {
+    requests: reqwest::Client,
+    events: reqwest::Client,
+}
+
+impl Clients {
+    fn new() -> Clients {
+        Clients {
+            requests: reqwest::Client::builder().http1_only().timeout(Duration::from_secs(120)).build().unwrap(),
+            events: reqwest::Client::builder().http1_only().read_timeout(Duration::from_secs(30)).build().unwrap(),
         }
     }
 }
+
+/// Sends `ask` once (its body made distinct by `n`), reads the answer (a
+/// video job's events to the end), and tallies it; the status (0: no
+/// answer) and the `Retry-After` of a refusal.
+async fn send(clients: &Clients, base: &str, kind: &'static str, ask: &Ask, tallies: &Tallies, n: u64) -> (u16, Option<Duration>) {
+    let client = &clients.requests;
+    // Bytes after the image's end: the decoders ignore them, the cache key does not.
+    let distinct = |photo: &[u8]| {
+        let mut b = photo.to_vec();
+        b.extend_from_slice(format!("\n{n}").as_bytes());
+        b
+    };
+    let sent = Instant::now();
+    let request = match ask {
+        Ask::Image { path, content_type, photo } => client.post(format!("{base}{path}")).header("content-type", *content_type).body(distinct(photo)),
+        Ask::Fuse { path, photo } => {
+            let part = |b: Vec<u8>| reqwest::multipart::Part::bytes(b).file_name("cam.jpg").mime_str("image/jpeg").unwrap();
+            let form = reqwest::multipart::Form::new().part("visible", part(distinct(photo))).part("infrared", part(distinct(photo)));
+            client.post(format!("{base}{path}")).multipart(form)
+        }
+        Ask::Oip { header, tensor } => {
+            let mut body = header.as_bytes().to_vec();
+            body.extend((0..*tensor).map(|i| (i as u64).wrapping_mul(n | 1).wrapping_add(n) as u8));
+            client
+                .post(format!("{base}/v2/models/efficientnet_lite3/infer"))
+                .header("content-type", "application/octet-stream")
+                .header("inference-header-content-length", header.len())
+                .body(body)
+        }
+        Ask::Video { mp4 } => client.post(format!("{base}/v1/videos?route=/v1/detect/fast")).header("content-type", "video/mp4").body(mp4.to_vec()),
+    };
+    let (status, bare_503, retry_after) = match request.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_secs);
+            let bare = status == 503 && retry_after.is_none();
+            let body = resp.bytes().await;
+            if !(200..300).contains(&status) && status != 429 && status != 503 {
+                let text = body.as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect::<String>()).unwrap_or_default();
+                keep_odd(tallies, kind, sent, &format!("{status}"), &text);
+            }
+            let status = match (ask, status, body) {
+                // The job's events, read to its end: a failed job counts as a 500.
+                (Ask::Video { .. }, 202, Ok(body)) => match follow(&clients.events, base, &body).await {
+                    Ok(()) => 200,
+                    Err((status, why)) => {
+                        keep_odd(tallies, kind, sent, if status == 0 { "job cut" } else { "job failed" }, &why);
+                        status
+                    }
+                },
+                (_, s, Ok(_)) => s,
+                (_, _, Err(_)) => 0,
+            };
+            (status, bare, retry_after)
+        }
+        Err(e) => {
+            keep_odd(tallies, kind, sent, "no answer", &format!("{e:?}"));
+            (0, false, None)
+        }
+    };
+    let took = sent.elapsed().as_secs_f64() * 1e3;
+    let mut all = tallies.lock().unwrap();
+    let t = all.entry(kind).or_default();
+    *t.statuses.entry(status).or_default() += 1;
+    t.bare_503 += u64::from(bare_503);
+    if (200..300).contains(&status) {
+        t.ok_ms.push(took);
+    }
+    (status, retry_after)
+}
+
+/// One connection of the capacity measure: sends again as soon as it is
+/// answered, after the `Retry-After` of a refusal (at most 5 s).
+async fn closed_loop(base: String, kind: &'static str, ask: Ask, tallies: Tallies, stop: Arc<AtomicBool>, serial: Arc<AtomicU64>) {
+    let clients = Clients::new();
+    while !stop.load(Ordering::Relaxed) {
+        let n = serial.fetch_add(1, Ordering::Relaxed);
+        let (status, retry_after) = send(&clients, &base, kind, &ask, &tallies, n).await;
+        if status == 429 || status == 503 {
+            tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(5))).await;
+        }
+    }
+}
+
+/// The soak's requests of one kind: one every 1/`rate` seconds whatever the
+/// answers, at most `OUTSTANDING` unanswered.
+async fn open_loop(base: String, kind: &'static str, ask: Ask, rate: f64, tallies: Tallies, stop: Arc<AtomicBool>, serial: Arc<AtomicU64>) {
+    let clients = Clients::new();
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(OUTSTANDING));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    // Behind after a stall of this client: go on at the rate, no burst to catch up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = tokio::task::JoinSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        while sent.try_join_next().is_some() {}
+        let Ok(permit) = outstanding.clone().try_acquire_owned() else {
+            *tallies.lock().unwrap().entry(kind).or_default().statuses.entry(NOT_SENT).or_default() += 1;
+            continue;
+        };
+        let n = serial.fetch_add(1, Ordering::Relaxed);
+        let (clients, base, ask, tallies) = (clients.clone(), base.clone(), ask.clone(), tallies.clone());
+        sent.spawn(async move {
+            send(&clients, &base, kind, &ask, &tallies, n).await;
+            drop(permit);
+        });
+    }
+    // What was sent before the end is answered and tallied.
+    while sent.join_next().await.is_some() {}
+}
+
+/// The status an arrival is tallied under when `OUTSTANDING` were unanswered
+/// already, so it was not sent (an answer of another kind: the soak fails).
+const NOT_SENT: u16 = 1;
 
 /// Reads a video job's events to the end: `Ok` when it ended `done`; else
 /// 500 when it ended `failed`, 0 when the stream was cut, and what was seen.
@@ -333,23 +474,30 @@ fn peak_rss_mib(pid: u32) -> f64 {
 const FILES_SLACK: usize = 32;
 const THREADS_SLACK: usize = 16;
 
-/// Prints the tables; the exit code (0: pass).
-fn report(tallies: &BTreeMap<&'static str, Tally>, samples: &[Sample], peak: f64, secs: u64) -> i32 {
-    println!("| requests | connections | answers | 2xx | 429 | 503 (all with Retry-After) | other | refused | p50 2xx (ms) | p99 2xx (ms) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+/// Prints one row per kind (`first`: what goes between its name and its
+/// answers) and returns how many answers were of another kind.
+fn rows(tallies: &BTreeMap<&'static str, Tally>, first: &dyn Fn(&str) -> String) -> u64 {
     let mut bad = 0;
     for (kind, t) in tallies {
         let count = |f: &dyn Fn(u16) -> bool| t.statuses.iter().filter(|(s, _)| f(**s)).map(|(_, n)| n).sum::<u64>();
         let (total, ok, r429, r503) = (count(&|_| true), count(&|s| (200..300).contains(&s)), count(&|s| s == 429), count(&|s| s == 503));
-        let other = total - ok - r429 - r503;
-        bad += other + t.bare_503;
+        bad += t.other();
         let mut ms = t.ok_ms.clone();
         ms.sort_by(f64::total_cmp);
         let pct = |p: f64| ms.get(((ms.len() as f64 * p / 100.0) as usize).min(ms.len().saturating_sub(1))).map_or("-".into(), |v| format!("{v:.0}"));
-        let connections = MIX.iter().find(|(k, _)| k == kind).map_or(1, |(_, n)| *n);
-        let others: Vec<String> = t.statuses.iter().filter(|(s, _)| !(200..300).contains(*s) && **s != 429 && **s != 503).map(|(s, n)| format!("{n} x {s}")).collect();
+        let others: Vec<String> = t
+            .statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s) && **s != 429 && **s != 503)
+            .map(|(s, n)| match *s {
+                NOT_SENT => format!("{n} not sent"),
+                0 => format!("{n} cut or unanswered"),
+                s => format!("{n} x {s}"),
+            })
+            .collect();
         println!(
-            "| {kind} | {connections} | {total} | {ok} | {r429} | {r503}{} | {} | {:.0}% | {} | {} |",
+            "| {kind} | {} | {total} | {ok} | {r429} | {r503}{} | {} | {:.0}% | {} | {} |",
+            first(kind),
             if t.bare_503 > 0 { format!(" ({} without)", t.bare_503) } else { String::new() },
             if others.is_empty() { "0".to_string() } else { others.join(", ") },
             100.0 * (r429 + r503) as f64 / total.max(1) as f64,
@@ -357,6 +505,33 @@ fn report(tallies: &BTreeMap<&'static str, Tally>, samples: &[Sample], peak: f64
             pct(99.0),
         );
     }
+    bad
+}
+
+/// Prints the capacity measure's answers (not judged).
+fn report_capacity(tallies: &BTreeMap<&'static str, Tally>, secs: u64) {
+    println!("The capacity, measured closed loop for 10 s + {secs} s (not judged):\n");
+    println!("| requests | connections | answers | 2xx | 429 | 503 (all with Retry-After) | other | refused | p50 2xx (ms) | p99 2xx (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    rows(tallies, &|kind| MIX.iter().find(|(k, _)| *k == kind).map_or("-".into(), |(_, n)| n.to_string()));
+    println!();
+}
+
+/// Prints the tables; the exit code (0: pass).
+fn report(
+    tallies: &BTreeMap<&'static str, Tally>,
+    capacity: &BTreeMap<&'static str, f64>,
+    rates: &BTreeMap<&'static str, f64>,
+    load: f64,
+    samples: &[Sample],
+    peak: f64,
+    secs: u64,
+) -> i32 {
+    println!("The soak, open loop:\n");
+    println!("| requests | capacity (2xx/s) | offered (/s, {load}x) | answers | 2xx | 429 | 503 (all with Retry-After) | other | refused | p50 2xx (ms) | p99 2xx (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let per_s = |m: &BTreeMap<&'static str, f64>, kind: &str| m.get(kind).map_or("every 60 s".into(), |r| format!("{r:.2}"));
+    let bad = rows(tallies, &|kind| format!("{} | {}", per_s(capacity, kind), per_s(rates, kind)));
     for (kind, t) in tallies {
         for odd in &t.odd {
             println!("\n{kind}: {odd}");
