@@ -50,11 +50,16 @@ struct Tally {
     odd: Vec<String>,
 }
 
+/// A status the soak accepts: a 2xx, a 429, or a 503 (which must also carry
+/// `Retry-After`, counted apart in `bare_503`).
+fn expected(status: u16) -> bool {
+    (200..300).contains(&status) || status == 429 || status == 503
+}
+
 impl Tally {
     /// Answers of another kind than a 2xx, a 429 or a 503 with `Retry-After`.
     fn other(&self) -> u64 {
-        let ok = |s: u16| (200..300).contains(&s) || s == 429 || s == 503;
-        self.statuses.iter().filter(|(s, _)| !ok(**s)).map(|(_, n)| n).sum::<u64>() + self.bare_503
+        self.statuses.iter().filter(|(s, _)| !expected(**s)).map(|(_, n)| n).sum::<u64>() + self.bare_503
     }
 }
 
@@ -316,7 +321,7 @@ async fn send(clients: &Clients, base: &str, kind: &'static str, ask: &Ask, tall
             let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_secs);
             let bare = status == 503 && retry_after.is_none();
             let body = resp.bytes().await;
-            if !(200..300).contains(&status) && status != 429 && status != 503 {
+            if !expected(status) {
                 let text = body.as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect::<String>()).unwrap_or_default();
                 keep_odd(tallies, kind, sent, &format!("{status}"), &text);
             }
@@ -488,7 +493,7 @@ fn rows(tallies: &BTreeMap<&'static str, Tally>, first: &dyn Fn(&str) -> String)
         let others: Vec<String> = t
             .statuses
             .iter()
-            .filter(|(s, _)| !(200..300).contains(*s) && **s != 429 && **s != 503)
+            .filter(|(s, _)| !expected(**s))
             .map(|(s, n)| match *s {
                 NOT_SENT => format!("{n} not sent"),
                 0 => format!("{n} cut or unanswered"),
