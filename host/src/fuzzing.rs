@@ -78,6 +78,20 @@ pub fn config(data: &[u8]) {
 /// time in headers and decoders rather than in resizing big images.
 const MAX_PIXELS: u64 = 1 << 20;
 
+/// The image target's set-up: libFuzzer's panic hook aborts at any panic,
+/// caught or not, and `imaging` catches the ones of zune-jpeg on purpose
+/// (see `imaging::caught`). This hook lets those through to be caught; any
+/// other panic still aborts, and so does one that escapes the host (the
+/// fuzz target aborts on a panic that reaches it).
+pub fn image_init() {
+    let abort = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.location().is_some_and(|l| l.file().contains("/zune-jpeg-")) {
+            abort(info);
+        }
+    }));
+}
+
 /// An upload decoded (header checks, pixel limit, JPEG/PNG/WebP decoders,
 /// EXIF orientation), into a small model input (the scaled JPEG decode),
 /// and the same bytes as a stream's MJPEG output.

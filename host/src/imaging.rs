@@ -142,11 +142,15 @@ fn decode_at(
         return Err(ImagingError::Corrupt(format!("the JPEG has more than {} scans; encoders write at most about 20", scans::MAX_SCANS)));
     }
     let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
-    let mut decoder = reader.into_decoder().map_err(corrupt)?;
-    let (width, height) = decoder.dimensions();
+    let (decoder, width, height, orientation) = caught(|| {
+        let mut decoder = reader.into_decoder().map_err(corrupt)?;
+        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+        let (width, height) = decoder.dimensions();
+        Ok((decoder, width, height, orientation))
+    })
+    .unwrap_or_else(|()| Err(ImagingError::Corrupt("the decoder failed on its header".into())))?;
     // The limit is on the declared size, whatever scale the pixels come at.
     check_pixels(width, height, max_pixels)?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let source = oriented(width, height, orientation);
     let denom = if is_jpeg { denominator(source.0, source.1) } else { 1 };
     // libjpeg-turbo stops at damage that zune-jpeg decodes through (it fails
@@ -154,11 +158,29 @@ fn decode_at(
     let scaled = if denom > 1 { jpeg::decode_scaled(bytes, denom).ok().flatten() } else { None };
     let mut img = match scaled {
         Some(rgb) => DynamicImage::ImageRgb8(rgb),
-        None => DynamicImage::from_decoder(decoder).map_err(corrupt)?,
+        None => match caught(|| DynamicImage::from_decoder(decoder)) {
+            Ok(decoded) => decoded.map_err(corrupt)?,
+            // A JPEG zune-jpeg panics on: libjpeg-turbo decodes the valid ones.
+            Err(()) if is_jpeg => jpeg::decode_scaled(bytes, denom)?
+                .map(DynamicImage::ImageRgb8)
+                .ok_or_else(|| ImagingError::Corrupt("the JPEG decoder failed on it".into()))?,
+            Err(()) => return Err(ImagingError::Corrupt("the decoder failed on it".into())),
+        },
     };
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
     Ok((Image { width: rgb.width(), height: rgb.height(), rgb: rgb.into_raw() }, source))
+}
+
+/// Runs a step of the `image` crate's decoders so that a panic inside one
+/// fails this image, not the request's task: zune-jpeg 0.5.15, its JPEG
+/// decoder, panics (an unwrap in its AVX2 IDCT) on some JPEGs, valid ones
+/// among them that libjpeg-turbo decodes (one scan per component, a chroma
+/// sampled finer than luma), as `make fuzz` found. `Err` when it panicked;
+/// the panic's own message still goes to stderr.
+fn caught<T>(step: impl FnOnce() -> T) -> Result<T, ()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+        .map_err(|_| tracing::warn!("an image decoder panicked on an upload (a bug of the decoder, caught)"))
 }
 
 /// The size an image shows at once its EXIF orientation is applied.
@@ -489,6 +511,36 @@ mod tests {
         let (full, full_p) = to_tensor(&decode(&bytes, 1 << 30).unwrap(), &s).unwrap();
         assert_eq!((source, p), ((768, 576), full_p));
         assert_eq!(t.data, full.data);
+    }
+
+    /// One baseline scan per component, chroma (Cr) sampled 4x1 against luma's
+    /// 1x1: valid (libjpeg-turbo's `djpeg` decodes it; made by `cjpeg -sample
+    /// 1x1,1x1,4x1` with a scan script of `0;1;2;` from a 48x32 gradient
+    /// whose pixel (x, y) is (5x, 7y, 3(x + y))), but zune-jpeg panics on it.
+    const ZUNE_PANICS_ON: &[u8] = include_bytes!("../fuzz/regressions/image/zune-jpeg-idct-panic-separate-scans-chroma-4x1.jpg");
+
+    #[test]
+    fn zune_jpeg_idct_panic_on_a_valid_jpeg_decodes_with_libjpeg_turbo() {
+        let img = decode(ZUNE_PANICS_ON, 1 << 20).unwrap();
+        assert_eq!((img.width, img.height), (48, 32));
+        let mut diff = 0u64;
+        for (i, px) in img.rgb.chunks(3).enumerate() {
+            let (x, y) = (i as u32 % 48, i as u32 / 48);
+            let want = [5 * x, 7 * y, 3 * (x + y)];
+            diff += px.iter().zip(want).map(|(&got, w)| u64::from(got).abs_diff(u64::from(w))).sum::<u64>();
+        }
+        let mean = diff as f64 / img.rgb.len() as f64;
+        assert!(mean < 6.0, "mean difference {mean} levels from the gradient");
+        let (t, _, source) = decode_to_tensor(ZUNE_PANICS_ON, 1 << 20, &spec(32, 32, Fit::Letterbox)).unwrap();
+        assert_eq!((source, t.dims.clone()), ((48, 32), vec![1, 32, 32, 3]));
+    }
+
+    #[test]
+    fn zune_jpeg_idct_panic_on_a_damaged_jpeg_is_refused() {
+        // What the fuzzer found: two frame headers, the first with that
+        // sampling, and a damaged table; libjpeg-turbo refuses it too.
+        let bytes = include_bytes!("../fuzz/regressions/image/zune-jpeg-idct-panic-two-frame-headers.jpg");
+        assert!(matches!(decode(bytes, 1 << 20), Err(ImagingError::Corrupt(_))));
     }
 
     #[test]

@@ -161,6 +161,20 @@ fn jpeg_of_3000_scans_is_refused_quickly() {
 }
 
 /// `n` parts named `junk-N`, then the image.
+/// What `make fuzz` found zune-jpeg 0.5.15 panicking on (kept in
+/// `host/fuzz/regressions/image/`): the valid JPEG is answered like any
+/// photo (libjpeg-turbo decodes it), the damaged one is a 400.
+#[test]
+fn jpeg_zune_jpeg_panics_on_is_answered_not_dropped() {
+    let valid = include_bytes!("../../host/fuzz/regressions/image/zune-jpeg-idct-panic-separate-scans-chroma-4x1.jpg");
+    let ((status, answer), took) = timed_post("/v1/detect/fast", "image/jpeg", valid.to_vec());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["image"]["width"].as_u64(), answer["image"]["height"].as_u64()), (Some(48), Some(32)), "{answer}");
+    assert!(took < QUICK, "{took:?}");
+    let damaged = include_bytes!("../../host/fuzz/regressions/image/zune-jpeg-idct-panic-two-frame-headers.jpg");
+    expect(timed_post("/v1/detect/fast", "image/jpeg", damaged.to_vec()), 400, "bad_image");
+}
+
 fn form_of_many_parts(n: usize) -> (String, Vec<u8>) {
     let boundary = "hostile-boundary";
     let mut body = Vec::new();

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| osprey::fuzzing::image(data));
+libfuzzer_sys::fuzz_target!(init: osprey::fuzzing::image_init(), |data: &[u8]| osprey::fuzzing::image(data));
