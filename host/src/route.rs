@@ -240,7 +240,11 @@ async fn run_chain(snapshot: Arc<Snapshot>, index: usize, ask: Ask, started: Ins
     let left = deadline.saturating_sub(started.elapsed());
     let outcome = match tokio::time::timeout(left + Duration::from_millis(20), task).await {
         Ok(Ok(result)) => result?,
-        Ok(Err(join)) => return Err(ServeError::Internal(format!("request task failed: {join}"))),
+        Ok(Err(join)) => {
+            // A panic is a bug of this server: its message is for the log, not the client.
+            tracing::error!(route = %path, request = id, "request task failed: {join}");
+            return Err(ServeError::Internal(format!("request {id} failed (a bug of this server; its cause is logged)")));
+        }
         Err(_) => return Err(ServeError::Deadline(deadline)),
     };
     let chain_time = started.elapsed();
