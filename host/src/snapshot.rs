@@ -15,7 +15,7 @@ use crate::chain::{self, Chain};
 use crate::config::{Config, InputSpec, ModelDef, ModelSource, RouteDef};
 use crate::metrics::ModelVersionLabels;
 use crate::nn::{Connector, Identity, Model, NnError, NoRemotes, Registry, RemoteSpec};
-use crate::plugin::engine::{hex, read_plugin};
+use crate::plugin::engine::{hex, PluginFile};
 use crate::plugin::{Engine, Plugin, PluginError};
 
 pub struct Snapshot {
@@ -90,15 +90,14 @@ impl Snapshot {
         }
         let mut plugins = HashMap::new();
         for def in &config.plugins {
-            let bytes = read_plugin(&def.name, &def.file)?;
-            let sha256 = hex(&Sha256::digest(&bytes));
+            let file = PluginFile::read(&def.name, &def.file)?;
             // A changed policy makes a new Plugin (compiled again, or read from the
             // compiled cache): the old snapshot keeps the old one for its requests.
-            let reused = previous.and_then(|p| p.plugins.iter().find(|o| o.name == def.name && o.path == def.file && o.sha256 == sha256 && o.policy == def.policy));
+            let reused = previous.and_then(|p| p.plugins.iter().find(|o| o.name == def.name && o.path == def.file && o.sha256 == file.sha256 && o.policy == def.policy));
             let plugin = match reused {
                 Some(p) => p.clone(),
                 None => {
-                    let p = engine.compile_bytes(&def.name, &def.file, &bytes)?;
+                    let p = engine.compile_file(&def.name, &def.file, &file)?;
                     let p = Arc::new(crate::plugin::Plugin { policy: def.policy.clone(), ..p });
                     tracing::info!(plugin = def.name, sha256 = p.sha256, "plugin compiled from {}", def.file.display());
                     p

@@ -33,6 +33,26 @@ pub(super) fn valid_name(n: &Spanned<String>, what: &str, d: &mut Diagnostics<'_
     ok
 }
 
+/// A base URL: http or https, a host, and no path, query or credentials.
+/// `who` names it in the errors ("node", "gateway"), `speaks` says what it
+/// speaks, `credentials` why it needs none in the URL.
+pub(super) fn base_url(text: &str, who: &str, speaks: &str, credentials: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("has scheme '{}'; {speaks}", url.scheme()));
+    }
+    if url.host().is_none() {
+        return Err("has no host".into());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("has a path or query; give the {who}'s base URL only"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("carries credentials; {credentials}"));
+    }
+    Ok(url)
+}
+
 pub(super) fn positive(v: &Spanned<u64>, what: &str, d: &mut Diagnostics<'_>) -> Option<usize> {
     if *v.get_ref() == 0 {
         d.error(v.span(), format!("{what} must be above 0"), None);

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use super::check::{plain_name, valid_name};
+use super::check::{base_url, plain_name, valid_name};
 use super::diag::Diagnostics;
 use super::raw::RawGateway;
 use super::{GatewayDef, Secret};
@@ -71,20 +71,9 @@ pub(super) fn token_from_env(var: &Spanned<String>, what: &str, d: &mut Diagnost
     }
 }
 
-/// The gateway's base URL: http or https, a host, nothing else (the tunnel
-/// is always asked for at `/v1/tunnel`).
+/// The gateway's base URL (the tunnel is always asked for at `/v1/tunnel`).
 fn gateway_url(text: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("has scheme '{}'; a gateway speaks https (or http on a network you trust)", url.scheme()));
-    }
-    if url.host().is_none() {
-        return Err("has no host".into());
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-        return Err("has a path, query or credentials; give the gateway's base URL only (the token comes from the environment)".into());
-    }
-    Ok(url)
+    base_url(text, "gateway", "a gateway speaks https (or http on a network you trust)", "the token comes from the environment")
 }
 
 /// This machine's host name (Linux), the default name of a node.

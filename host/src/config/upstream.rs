@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::check::{positive_ms, ranged, valid_name};
+use super::check::{base_url, positive_ms, ranged, valid_name};
 use super::diag::Diagnostics;
 use super::raw::{RawConfig, RawUpstream};
 use super::UpstreamDef;
@@ -73,23 +73,9 @@ fn health_path(p: &str) -> Result<String, String> {
     Ok(p.to_string())
 }
 
-/// A node's base URL: http or https, a host, no path, query or credentials
-/// (a route forwards to the same path on the node).
+/// A node's base URL (a route forwards to the same path on the node).
 fn node_url(text: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("has scheme '{}'; nodes speak http (h2c) or https", url.scheme()));
-    }
-    if url.host().is_none() {
-        return Err("has no host".into());
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err("has a path or query; give the node's base URL only".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("carries credentials; nodes are reached without them".into());
-    }
-    Ok(url)
+    base_url(text, "node", "nodes speak http (h2c) or https", "nodes are reached without them")
 }
 
 #[cfg(test)]

@@ -149,9 +149,9 @@ mod tests {
     use super::*;
     use crate::plugin::SandboxLimits;
 
-    fn plugin_bytes() -> Option<Vec<u8>> {
+    fn plugin_file() -> Option<crate::plugin::engine::PluginFile> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin/classify.wasm");
-        std::fs::read(&path).ok().or_else(|| {
+        std::fs::read(&path).ok().map(Into::into).or_else(|| {
             eprintln!("skipped: {} not built yet (make plugins)", path.display());
             None
         })
@@ -163,12 +163,12 @@ mod tests {
 
     #[test]
     fn a_second_engine_loads_the_compiled_copy_instead_of_compiling() {
-        let Some(bytes) = plugin_bytes() else { return };
+        let Some(file) = plugin_file() else { return };
         let dir = temp_dir("reuse");
         let _ = std::fs::remove_dir_all(&dir);
         let settings = crate::config::ServerSettings { compiled_cache: CompiledCache::At(dir.clone()), ..Default::default() };
         let first = crate::plugin::Engine::for_server(&settings).unwrap();
-        first.compile_bytes("classify", Path::new("classify.wasm"), &bytes).unwrap();
+        first.compile_file("classify", Path::new("classify.wasm"), &file).unwrap();
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         assert_eq!(files.len(), 1, "one compiled copy: {files:?}");
         assert_eq!(files[0].extension().unwrap(), "cwasm");
@@ -177,7 +177,7 @@ mod tests {
         // A new engine (a restart) with the same settings reads it back and
         // does not write it again (a write renames a new file into place).
         let second = crate::plugin::Engine::for_server(&settings).unwrap();
-        let plugin = second.compile_bytes("classify", Path::new("classify.wasm"), &bytes).unwrap();
+        let plugin = second.compile_file("classify", Path::new("classify.wasm"), &file).unwrap();
         assert_eq!(std::fs::metadata(&files[0]).unwrap().ino(), written, "the copy was rewritten, not reused");
         assert_eq!(plugin.sha256.len(), 64);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -185,16 +185,16 @@ mod tests {
 
     #[test]
     fn a_damaged_copy_is_compiled_again_and_replaced() {
-        let Some(bytes) = plugin_bytes() else { return };
+        let Some(file) = plugin_file() else { return };
         let dir = temp_dir("damaged");
         let _ = std::fs::remove_dir_all(&dir);
         let settings = crate::config::ServerSettings { compiled_cache: CompiledCache::At(dir.clone()), ..Default::default() };
         let engine = crate::plugin::Engine::for_server(&settings).unwrap();
-        engine.compile_bytes("classify", Path::new("classify.wasm"), &bytes).unwrap();
-        let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
-        std::fs::write(&file, b"not an ELF file").unwrap();
-        engine.compile_bytes("classify", Path::new("classify.wasm"), &bytes).expect("compiled again");
-        assert!(std::fs::metadata(&file).unwrap().len() > 1000, "the damaged copy was replaced");
+        engine.compile_file("classify", Path::new("classify.wasm"), &file).unwrap();
+        let copy = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        std::fs::write(&copy, b"not an ELF file").unwrap();
+        engine.compile_file("classify", Path::new("classify.wasm"), &file).expect("compiled again");
+        assert!(std::fs::metadata(&copy).unwrap().len() > 1000, "the damaged copy was replaced");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

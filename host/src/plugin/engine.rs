@@ -101,14 +101,14 @@ impl Engine {
 
     /// Compiles and pre-instantiates a plugin. Blocking (tens of ms): call it off the async runtime.
     pub fn compile(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = read_plugin(name, path)?;
-        self.compile_bytes(name, path, &bytes)
+        self.compile_file(name, path, &PluginFile::read(name, path)?)
     }
 
-    /// Compiles plugin bytes already read (and hashed by the caller when it wants to reuse builds).
-    pub fn compile_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
+    /// Compiles a plugin file already read (and hashed, which the snapshot
+    /// compares first to reuse an unchanged plugin's build).
+    pub fn compile_file(&self, name: &str, path: &Path, file: &PluginFile) -> Result<Plugin, PluginError> {
         let fail = |why: String| PluginError::Load { plugin: name.into(), path: path.display().to_string(), why };
-        let sha256 = hex(&Sha256::digest(bytes));
+        let (bytes, sha256) = (&file.bytes[..], file.sha256.clone());
         let component = match &self.compiled {
             Some(cache) => cache.component(&self.engine, &sha256, bytes),
             None => Component::new(&self.engine, bytes),
@@ -136,12 +136,29 @@ impl Engine {
 }
 
 /// Reads a plugin file, with the fix in the error when it is missing.
-pub fn read_plugin(name: &str, path: &Path) -> Result<Vec<u8>, PluginError> {
-    std::fs::read(path).map_err(|e| PluginError::Load {
-        plugin: name.into(),
-        path: path.display().to_string(),
-        why: format!("{e} (run `make plugins` to build the plugins)"),
-    })
+/// A plugin's bytes with their SHA-256, which names its build (the compiled
+/// cache) and tells a reload whether the file changed.
+pub struct PluginFile {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+impl PluginFile {
+    pub fn read(name: &str, path: &Path) -> Result<Self, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Load {
+            plugin: name.into(),
+            path: path.display().to_string(),
+            why: format!("{e} (run `make plugins` to build the plugins)"),
+        })?;
+        Ok(Self::from(bytes))
+    }
+}
+
+impl From<Vec<u8>> for PluginFile {
+    fn from(bytes: Vec<u8>) -> Self {
+        let sha256 = hex(&Sha256::digest(&bytes));
+        Self { bytes, sha256 }
+    }
 }
 
 fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreData>> {
