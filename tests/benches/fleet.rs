@@ -48,8 +48,11 @@ use load::Window;
 use osprey_tests::netns::{Host, Network, Reach};
 use osprey_tests::process::{binary, Osprey};
 
+/// Measures one figure and returns its table.
+type Figure = fn(&Bench) -> String;
+
 /// Every figure: its name for `OSPREY_FLEET_FIGURES`, and what measures it.
-const FIGURES: [(&str, fn(&Bench) -> String); 4] =
+const FIGURES: [(&str, Figure); 4] =
     [("overhead", overhead), ("failover", failover), ("scaling", scaling), ("bytes", bytes)];
 
 /// The port of every server in its namespace (on loopback: any).

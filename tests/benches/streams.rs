@@ -165,7 +165,7 @@ fn tracing(server: &Osprey, gate: bool) -> (usize, usize, usize, f64, Run) {
     let events = Events::follow(server, created["events"].as_str().unwrap());
     let meter = Meter::start(server);
     let mut source = publish_at(created["publish"].as_str().unwrap(), 15, 27, 10);
-    let recordings: Vec<(u32, Vec<(u64, Instant, Vec<u8>)>)> = std::thread::scope(|s| {
+    let recordings: Vec<(u32, Vec<Segment>)> = std::thread::scope(|s| {
         let running: Vec<_> = viewers.iter().map(|(v, hls)| s.spawn(move || (*v, record(server, hls, 40, Duration::from_secs(80))))).collect();
         running.into_iter().map(|h| h.join().unwrap()).collect()
     });

@@ -195,7 +195,7 @@ fn a_dead_node_costs_no_request_and_no_node_is_a_503() {
 #[test]
 fn a_front_whose_remote_model_cannot_be_reached_does_not_start() {
     let dead = format!("http://{}", free_addr());
-    let config = front_config("down", &[dead.clone()], "");
+    let config = front_config("down", std::slice::from_ref(&dead), "");
     let out = std::process::Command::new(osprey_tests::repo().join("target/release/osprey"))
         .args(["serve", "--config"])
         .arg(&config)

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ cache_ttl_s = 0
     path
 }
 
-fn start_gateway(config: &PathBuf, listen: SocketAddr) -> Osprey {
+fn start_gateway(config: &Path, listen: SocketAddr) -> Osprey {
     Osprey::start_env(config, listen, &[(GATEWAY_ENV, TOKEN)])
 }
 

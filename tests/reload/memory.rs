@@ -19,7 +19,7 @@ fn a_hundred_reloads_leave_rss_within_noise() {
     let mut round = |i: usize| {
         std::fs::write(site.path("plugins/ssd.wasm"), variant(&original, &format!("m{i}"))).unwrap();
         let second = site.path("models/ssd/2");
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             site.add_model_version(2, &model);
         } else {
             std::fs::remove_dir_all(&second).unwrap();

@@ -150,7 +150,9 @@ pub struct Network {
 
 impl Network {
     /// A public namespace with its bridge, or loopback where namespaces
-    /// cannot be made (said on stderr, with why).
+    /// cannot be made (said on stderr, with why). No `Default`: making one
+    /// creates namespaces and links, which a default value should not.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Network {
         let id = crate::unique_name(PREFIX.trim_end_matches('-'));
         let public = |mode| Host {

@@ -160,10 +160,13 @@ impl Events {
     }
 }
 
-/// Segments of a viewer's playlist as they appear: (number, first seen, bytes).
-pub fn record(server: &Osprey, hls: &str, segments: usize, limit: Duration) -> Vec<(u64, Instant, Vec<u8>)> {
+/// A segment of a viewer's playlist: its number, when it was first seen, its bytes.
+pub type Segment = (u64, Instant, Vec<u8>);
+
+/// Segments of a viewer's playlist as they appear.
+pub fn record(server: &Osprey, hls: &str, segments: usize, limit: Duration) -> Vec<Segment> {
     let c = client();
-    let mut got: Vec<(u64, Instant, Vec<u8>)> = Vec::new();
+    let mut got: Vec<Segment> = Vec::new();
     let until = Instant::now() + limit;
     let base = hls.split_once('?').map_or(hls, |(b, _)| b);
     let dir = &base[..base.rfind('/').unwrap() + 1];

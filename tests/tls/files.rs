@@ -66,9 +66,9 @@ fn replaced_certificate_files_are_served_and_a_broken_replacement_keeps_the_old_
     // A key that does not match: logged once, and the second pair keeps serving.
     let third = ca.issue(domain);
     write_pair(dir.path(), &(third.0.clone(), first.1.clone(), third.2.clone()));
-    let expected = format!("do not belong together");
-    wait_until(Duration::from_secs(10), "the mismatch in the log", || logs().contains(&expected));
-    assert!(logs().lines().any(|l| l.contains(&expected) && l.contains("still serving the previous certificate")), "{}", logs());
+    let expected = "do not belong together";
+    wait_until(Duration::from_secs(10), "the mismatch in the log", || logs().contains(expected));
+    assert!(logs().lines().any(|l| l.contains(expected) && l.contains("still serving the previous certificate")), "{}", logs());
     assert_eq!(healthz(&client(&root, domain, addr, false)), second.2);
 }
 

@@ -509,7 +509,11 @@ fn params(r: &RawRoute, stages: &[StageDef], route_name: &str, d: &mut Diagnosti
             d.error(span, format!("{route_name}: param '{name}' targets plugin '{}', which {why}", p.stage), None);
             continue;
         };
-        if !(p.min <= p.max) {
+        if p.min.is_nan() || p.max.is_nan() {
+            d.error(span, format!("{route_name}: param '{name}' has a bound that is not a number (nan)"), None);
+            continue;
+        }
+        if p.min > p.max {
             d.error(span, format!("{route_name}: param '{name}' has min {} above max {}", p.min, p.max), None);
             continue;
         }

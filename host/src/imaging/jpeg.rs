@@ -72,7 +72,7 @@ pub fn encode(width: u32, height: u32, rgb: &[u8], quality: u8) -> Result<Vec<u8
     let mut c = turbojpeg::Compressor::new().map_err(failed)?;
     c.set_quality(i32::from(quality.clamp(1, 100))).map_err(failed)?;
     c.set_subsamp(turbojpeg::Subsamp::Sub2x2).map_err(failed)?;
-    Ok(c.compress_to_vec(image).map_err(failed)?)
+    c.compress_to_vec(image).map_err(failed)
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub fn export_problem(engine: &wasmtime::Engine, component: &Component) -> Optio
 /// A component's `check` of `osprey:plugin/settings`, found by semver as the
 /// stage is (a 0.1.x plugin's export answers); `None` when it has none.
 pub fn settings_export(component: &Component) -> Option<wasmtime::component::ComponentExportIndex> {
-    let interface = component.get_export_index(None, &format!("osprey:plugin/settings@{}", wit_version()))?;
+    let interface = component.get_export_index(None, format!("osprey:plugin/settings@{}", wit_version()))?;
     component.get_export_index(Some(&interface), "check")
 }
 

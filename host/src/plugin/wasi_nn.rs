@@ -235,7 +235,7 @@ mod tests {
         ctx.allowed = allowed.map(|(p, models)| (p.to_string(), models.iter().map(|m| m.to_string()).collect()));
         let mut table = ResourceTable::new();
         let mut view = NnView { ctx: &mut ctx, table: &mut table };
-        let err = view.load_by_name(name.into()).unwrap().err().expect("the registry is empty: every load fails");
+        let err = view.load_by_name(name.into()).unwrap().expect_err("the registry is empty: every load fails");
         let e = table.get(&err).unwrap();
         (e.code, e.message.clone())
     }
