@@ -96,7 +96,7 @@ fn swap_plugin(site: &Site, server: &TestServer, bytes: &[u8]) -> Duration {
 fn add_version(site: &Site, server: &TestServer, n: u32) -> Duration {
     let landed = Instant::now();
     site.add_model_version(n, &model_bytes());
-    until(&format!("answers from model version {n}"), VISIBLE, || detect(server).2["model_version"].as_str().and_then(|v| v.parse().ok()) == Some(n));
+    until(&format!("answers from model version {n}"), VISIBLE, || detect(server).2["model_version"].as_str() == Some(n.to_string().as_str()));
     landed.elapsed()
 }
 
